@@ -1,0 +1,1 @@
+"""torchshrink.cli."""
