@@ -1,0 +1,82 @@
+"""Human-readable tables for the terminal (rich). Reads measurement records only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def human_bytes(n: float | None) -> str:
+    """``1536`` -> ``'1.5 KiB'``."""
+    if n is None:
+        return "-"
+    units = ["B", "KiB", "MiB", "GiB"]
+    v = float(n)
+    for u in units:
+        if abs(v) < 1024 or u == units[-1]:
+            return f"{v:.0f} {u}" if u == "B" else f"{v:.1f} {u}"
+        v /= 1024
+    return f"{v:.1f} GiB"
+
+
+def human_count(n: float | None) -> str:
+    """``2293000`` -> ``'2.29 M'``."""
+    if n is None:
+        return "-"
+    v = float(n)
+    for div, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(v) >= div:
+            return f"{v / div:.2f}{suffix}"
+    return f"{v:.0f}"
+
+
+def profile_tables(prof: dict[str, Any], *, title: str = "profile") -> list[Table]:
+    """A per-layer table and a summary table from a ``ModelProfile.to_dict()`` record."""
+    layers = Table(title=f"{title}: per layer", show_lines=False)
+    for col in ("layer", "type", "params", "non-zero", "MACs", "output"):
+        layers.add_column(col, justify="left" if col in ("layer", "type", "output") else "right")
+    for row in prof.get("layers", []):
+        layers.add_row(
+            str(row.get("name", "")),
+            str(row.get("type", "")),
+            f"{row.get('params', 0):,}",
+            f"{row.get('nonzero', row.get('nonzero_params', 0)):,}",
+            human_count(row.get("macs")),
+            str(row.get("output_shape", "") or ""),
+        )
+    summary = Table(title=f"{title}: summary")
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    rows = [
+        ("parameters", f"{prof.get('params', 0):,}"),
+        ("non-zero parameters", f"{prof.get('nonzero_params', 0):,}"),
+        ("dense fp32 bytes", human_bytes(prof.get("dense_bytes"))),
+        ("model file bytes", human_bytes(prof.get("file_bytes"))),
+        ("file after zstd", human_bytes(prof.get("zstd_bytes"))),
+        ("MACs", human_count(prof.get("macs"))),
+    ]
+    if prof.get("latency_ms_p50") is not None:
+        rows += [
+            ("latency p50 / p90", f"{prof['latency_ms_p50']:.3f} / {prof['latency_ms_p90']:.3f} ms"),
+            ("throughput", f"{prof.get('throughput', 0):,.1f} samples/s"),
+            ("batch size / threads", f"{prof.get('batch_size')} / {prof.get('threads')}"),
+        ]
+    if prof.get("peak_memory_bytes") is not None:
+        rows.append(("peak memory", human_bytes(prof.get("peak_memory_bytes"))))
+    if prof.get("energy_mj") is not None:
+        rows.append(("energy estimate", f"{prof['energy_mj']:.4f} mJ"))
+    if prof.get("accuracy") is not None:
+        rows.append(("accuracy", f"{100 * prof['accuracy']:.2f} %"))
+    for k, v in rows:
+        summary.add_row(k, v)
+    return [layers, summary]
+
+
+def print_profile(prof: dict[str, Any], *, title: str = "profile", console: Console | None = None) -> None:
+    console = console or Console()
+    for table in profile_tables(prof, title=title):
+        console.print(table)
+    for note in prof.get("notes", []) or []:
+        console.print(f"[dim]note: {note}[/dim]")
