@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from torchshrink.core.errors import EmptyDataError
+from torchshrink.core.errors import EmptyDataError, ShapeError
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,11 @@ class DataBundle:
 
     def example_inputs(self, batch_size: int = 1, *, split: str = "test") -> torch.Tensor:
         """The first ``batch_size`` inputs of ``split`` stacked into one batch tensor."""
+        if self.task != "classification":
+            raise ShapeError(
+                f"data '{self.name}' holds {self.task} samples, not tensors; give the model's "
+                "example inputs explicitly (e.g. tokenise the text, or --input-shape)"
+            )
         ds = self.test if split == "test" else self.train
         n = min(batch_size, len(ds))  # type: ignore[arg-type]
         xs = [ds[i][0] for i in range(n)]
