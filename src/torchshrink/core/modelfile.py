@@ -1,0 +1,248 @@
+"""The safe torchshrink model file: one safetensors file, no pickle anywhere.
+
+Tensors are the model's ``state_dict`` (plus ``extra/NAME`` tensors a compression stage wants
+to keep); the safetensors ``__metadata__`` key ``torchshrink`` holds one JSON document::
+
+    {"format": "torchshrink", "version": 1, "spec": {"ref": ..., "args": ...},
+     "modules": {name: {"type": ..., "attrs": ...}}, "ties": {key: canonical_key},
+     "extra_tensors": [...], "compression": {...}, "torch": "2.x", "torchshrink": "0.x",
+     "hf_config": {...}  # transformers models only}
+
+Loading rebuilds the architecture from ``spec`` (a ``hf:`` model from ``hf_config``, so its
+folder is not needed), replays ``modules`` (shrunk layers, replaced layers; see
+:mod:`.modulestate`) and assigns the tensors. Only safetensors and JSON are parsed. Note that
+a ``file.py:factory`` spec imports that Python file, as ``load_model`` does.
+
+Example:
+    >>> import torchshrink
+    >>> m = torchshrink.load_model("zoo:lenet300")
+    >>> path = torchshrink.save(m, "/tmp/lenet300.safetensors")
+    >>> torchshrink.load(path).fc1.out_features
+    300
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from torchshrink.core.errors import ConfigError, ModelFileError
+from torchshrink.core.modelspec import ModelSpec, attach_spec, get_spec
+from torchshrink.core.modulestate import apply_modules, record_modules
+from torchshrink.core.safeformat import parse_header, read_file_header, refuse_pickled
+from torchshrink.core.tensorpack import assign_state, pack_state, restore_ties
+
+FORMAT = "torchshrink"
+VERSION = 1
+META_KEY = "torchshrink"
+EXTRA_PREFIX = "extra/"
+
+
+def to_bytes(
+    model: nn.Module,
+    *,
+    spec: ModelSpec | None = None,
+    metadata: dict[str, Any] | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
+) -> bytes:
+    """Serialise ``model`` into the bytes of a torchshrink model file.
+
+    Args:
+        model: the model; its spec (from ``load_model``) says how to rebuild it.
+        spec: overrides / supplies the spec when the model has none.
+        metadata: JSON-serialisable dict stored under ``"compression"``.
+        tensors: extra tensors to store (read back with :func:`read_extra_tensors`).
+
+    Raises:
+        ConfigError: no spec, or ``metadata`` / spec args that JSON cannot hold.
+
+    Example:
+        >>> from torchshrink.core.modelspec import ModelSpec
+        >>> data = to_bytes(nn.Linear(2, 2), spec=ModelSpec(ref="my.py:make"))
+        >>> from_bytes(data).out_features  # doctest: +SKIP
+        2
+    """
+    from safetensors.torch import save
+
+    state, meta = _prepare(model, spec=spec, metadata=metadata, tensors=tensors)
+    return save(state, metadata=meta)
+
+
+def save(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    spec: ModelSpec | None = None,
+    metadata: dict[str, Any] | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``model`` to ``path`` as a torchshrink model file (atomically) and return the path.
+
+    See :func:`to_bytes` for the arguments.
+
+    Example:
+        >>> import torchshrink
+        >>> torchshrink.save(torchshrink.load_model("zoo:lenet5"), "/tmp/l5.safetensors").name
+        'l5.safetensors'
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state, meta = _prepare(model, spec=spec, metadata=metadata, tensors=tensors)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    """The JSON document of a torchshrink model file, without loading any tensor.
+
+    Example:
+        >>> read_header("/tmp/l5.safetensors")["spec"]["ref"]  # doctest: +SKIP
+        'zoo:lenet5'
+    """
+    path = Path(path)
+    return _document(read_file_header(path), where=str(path))
+
+
+def load(path: str | Path) -> nn.Module:
+    """Load a model written by :func:`save` (in eval mode, with its spec attached).
+
+    Raises:
+        ModelFileError: missing, truncated, corrupt, plain-weights or malformed-metadata file.
+        UnsafeFileError: the file is a pickle or a ``torch.save`` zip (refused, never unpickled).
+
+    Example:
+        >>> import torchshrink
+        >>> torchshrink.load("/tmp/l5.safetensors").conv1.out_channels  # doctest: +SKIP
+        20
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    doc = _document(read_file_header(path), where=str(path))
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types
+        raise ModelFileError(f"'{path}': cannot read the tensors: {exc}") from exc
+    return _rebuild(doc, state, where=str(path))
+
+
+def from_bytes(data: bytes) -> nn.Module:
+    """Load a model from the bytes produced by :func:`to_bytes` (same checks as :func:`load`)."""
+    from safetensors.torch import load as st_load
+
+    refuse_pickled(data[:8], where="<bytes>")
+    doc = _document(parse_header(data, total_size=len(data), where="<bytes>"), where="<bytes>")
+    try:
+        state = st_load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise ModelFileError(f"<bytes>: cannot read the tensors: {exc}") from exc
+    return _rebuild(doc, state, where="<bytes>")
+
+
+def read_extra_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The extra tensors stored with ``save(..., tensors=...)``, by their original names."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    doc = _document(read_file_header(path), where=str(path))
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return {name: f.get_tensor(EXTRA_PREFIX + name) for name in doc.get("extra_tensors", [])}
+
+
+def _prepare(
+    model: nn.Module,
+    *,
+    spec: ModelSpec | None,
+    metadata: dict[str, Any] | None,
+    tensors: dict[str, torch.Tensor] | None,
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    import torchshrink
+    from torchshrink.core.hfmodel import hf_config_dict
+
+    spec = spec or get_spec(model)
+    if spec is None:
+        raise ConfigError(
+            f"cannot save this {type(model).__name__}: it has no architecture spec. Load it with "
+            "torchshrink.load_model('zoo:NAME' | 'file.py:factory' | 'hf:DIR'), or pass "
+            "spec=ModelSpec(ref=..., args={...}) to save"
+        )
+    state, ties = pack_state(model.state_dict())
+    extras = dict(tensors or {})
+    for name, t in extras.items():
+        state[EXTRA_PREFIX + name] = t.detach().cpu().contiguous().clone()
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "spec": spec.model_dump(mode="json"),
+        "modules": record_modules(model),
+        "ties": ties,
+        "extra_tensors": sorted(extras),
+        "compression": metadata or {},
+        "torch": torch.__version__,
+        "torchshrink": torchshrink.__version__,
+    }
+    if spec.ref.startswith("hf:"):
+        doc["hf_config"] = hf_config_dict(model)
+    try:
+        text = json.dumps(doc, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model file metadata must be JSON-serialisable: {exc}") from exc
+    return state, {META_KEY: text}
+
+
+def _document(header: dict[str, Any], *, where: str) -> dict[str, Any]:
+    meta = header.get("__metadata__") or {}
+    if META_KEY not in meta:
+        raise ModelFileError(
+            f"'{where}' is a plain safetensors weights file (no torchshrink metadata); use it as "
+            "weights for an architecture: --weights FILE on the command line, or "
+            "torchshrink.load_model('zoo:NAME', weights=FILE)"
+        )
+    try:
+        doc = json.loads(meta[META_KEY])
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(
+            f"'{where}': the torchshrink metadata is not valid JSON: {exc}"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ModelFileError(f"'{where}': the torchshrink metadata is malformed (no format field)")
+    version = doc.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise ModelFileError(
+            f"'{where}' has model file version {version!r}; this torchshrink reads version "
+            f"{VERSION} or older (upgrade torchshrink)"
+        )
+    if not isinstance(doc.get("modules"), dict):
+        raise ModelFileError(f"'{where}': the torchshrink metadata is malformed (no modules)")
+    return doc
+
+
+def _rebuild(doc: dict[str, Any], state: dict[str, torch.Tensor], *, where: str) -> nn.Module:
+    try:
+        spec = ModelSpec.model_validate(doc.get("spec"))
+    except ValidationError as exc:
+        raise ModelFileError(f"'{where}': the stored model spec is malformed: {exc}") from None
+    if doc.get("hf_config"):
+        from torchshrink.core.hfmodel import hf_from_config
+
+        model = hf_from_config(doc["hf_config"], spec.args)
+    else:
+        from torchshrink.core.modelref import build_from_spec
+
+        model = build_from_spec(spec)
+    apply_modules(model, doc["modules"])
+    weights = {k: v for k, v in state.items() if not k.startswith(EXTRA_PREFIX)}
+    ties = dict(doc.get("ties") or {})
+    assign_state(model, weights, ties=ties, where=where)
+    restore_ties(model, ties)
+    attach_spec(model, spec)
+    return model.eval()
