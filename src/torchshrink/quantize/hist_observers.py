@@ -1,6 +1,6 @@
-"""Histogram observers that clip outliers: percentile, MSE-optimal and KL-divergence (entropy).
+"""Observers that clip outliers: percentile, MSE-optimal and KL-divergence (entropy).
 
-Each keeps one histogram per scale block (``num_bins`` bins, float64). Symmetric specs
+Percentile and KL keep one histogram per scale block (``num_bins`` bins, float64). Symmetric specs
 histogram ``|x|``; asymmetric specs histogram ``x``. When a batch widens the range, the old
 histogram is re-binned onto the new range assuming uniform mass inside each old bin, so
 memory stays ``R * num_bins`` whatever the number of batches.
@@ -147,23 +147,33 @@ class PercentileObserver(HistogramObserver):
 
 
 def _fq(v: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
-    """Fake-quantize ``v`` ``(R, B)`` with per-row float64 ``scale`` / ``zp`` ``(R,)``."""
+    """Fake-quantize ``v`` ``(R, S)`` with per-row float64 ``scale`` / ``zp`` ``(R,)``."""
     s, z = scale[:, None], zp[:, None]
     return (torch.round(v / s + z).clamp(spec.qmin, spec.qmax) - z) * s
 
 
 @register_observer("mse")
-class MSEObserver(HistogramObserver):
-    """Pick the clip ratio (of the full range) that minimises the expected quantization MSE.
+class MSEObserver(Observer):
+    """Pick the clip ratio (of the min-max range) that minimises the quantization MSE.
 
-    The histogram stands in for the data: each bin centre is fake-quantized with the
-    candidate range and its squared error weighted by the bin count.
+    Unlike the histogram observers it keeps the observed values themselves (evenly
+    subsampled, deterministically, to at most ``max_samples`` per block), because a uniform
+    histogram is too coarse for the body of heavy-tailed data where the optimum lies. The
+    candidates are ``num_candidates`` linear ratios in ``(0, 1]`` plus as many log-spaced
+    ones down to ``1e-3``; the MSE of each is measured exactly on the kept values.
 
     Args:
         spec: the quantization spec.
-        num_candidates: clip ratios tried, evenly spaced in ``(0, 1]``.
-        num_bins: histogram resolution.
+        num_candidates: linear (and log-spaced) clip ratios tried.
+        max_samples: values kept per block.
         name: what is observed, for messages.
+
+    Example:
+        >>> x = torch.distributions.StudentT(2.0).sample((4096,))
+        >>> obs = MSEObserver(QuantSpec(bits=4))
+        >>> obs.observe(x)
+        >>> float(obs.clip_range()[1]) < float(x.abs().max())
+        True
     """
 
     def __init__(
@@ -171,30 +181,48 @@ class MSEObserver(HistogramObserver):
         spec: QuantSpec,
         *,
         num_candidates: int = 100,
-        num_bins: int = 2048,
+        max_samples: int = 65536,
         name: str = "tensor",
     ) -> None:
         if num_candidates < 1:
             raise ConfigError(f"num_candidates must be >= 1, got {num_candidates}")
-        super().__init__(spec, num_bins=num_bins, name=name)
+        if max_samples < 1:
+            raise ConfigError(f"max_samples must be >= 1, got {max_samples}")
+        super().__init__(spec, name=name)
         self.num_candidates = num_candidates
+        self.max_samples = max_samples
+        self.samples: torch.Tensor | None = None  # (R, S)
+        self.min_val: torch.Tensor | None = None
+        self.max_val: torch.Tensor | None = None
+
+    def _update(self, blocks: torch.Tensor) -> None:
+        bmin, bmax = blocks.amin(dim=1), blocks.amax(dim=1)  # (R,)
+        self.min_val = bmin if self.min_val is None else torch.minimum(self.min_val, bmin)
+        self.max_val = bmax if self.max_val is None else torch.maximum(self.max_val, bmax)
+        kept = blocks if self.samples is None else torch.cat([self.samples, blocks], dim=1)
+        if kept.shape[1] > self.max_samples:
+            # Even stride keeps the sample deterministic and spread over all batches.
+            idx = torch.linspace(0, kept.shape[1] - 1, self.max_samples).round().long()
+            kept = kept[:, idx]
+        self.samples = kept
 
     def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
-        assert self.hist is not None and self.min_val is not None and self.max_val is not None
-        centres = self.centres()  # (R, B)
-        if self.abs_mode:
+        assert self.samples is not None and self.min_val is not None and self.max_val is not None
+        x = self.samples  # (R, S)
+        if self.spec.symmetric:
             amax = torch.maximum(-self.min_val, self.max_val)
             full_lo, full_hi = -amax, amax
         else:
             full_lo, full_hi = self.min_val, self.max_val
+        n = self.num_candidates
+        ratios = torch.cat([torch.arange(1, n + 1) / n, torch.logspace(-3, 0, n)])
         best_err = torch.full_like(full_lo, float("inf"))
         best_lo, best_hi = full_lo.clone(), full_hi.clone()
-        for k in range(1, self.num_candidates + 1):
-            r = k / self.num_candidates
-            lo, hi = self._within_data(full_lo * r, full_hi * r)
+        for r in ratios.tolist():
+            lo = torch.maximum(full_lo * r, self.min_val)
+            hi = torch.minimum(full_hi * r, self.max_val)
             scale, zp = compute_qparams(lo, hi, self.spec)
-            fq = _fq(centres, scale.double(), zp.double(), self.spec)  # (R, B)
-            err = (self.hist * (fq - centres) ** 2).sum(1)
+            err = ((_fq(x, scale.double(), zp.double(), self.spec) - x) ** 2).sum(1)  # (R,)
             better = err < best_err
             best_err = torch.where(better, err, best_err)
             best_lo, best_hi = torch.where(better, lo, best_lo), torch.where(better, hi, best_hi)
@@ -245,5 +273,6 @@ class KLObserver(HistogramObserver):
             better = kl < best_kl
             best_kl = torch.where(better, kl, best_kl)
             best_i = torch.where(better, torch.full_like(best_i, i), best_i)
+        assert self.lo is not None
         c = self.lo + best_i * self.width  # (R,) upper edge of the last kept bin
         return self._within_data(-c, c)

@@ -71,6 +71,7 @@ class LSQFakeQuant(nn.Module):
             lsq = 2 * blocks.abs().mean(dim=1) / math.sqrt(spec.qmax)  # (R,)
             scale = lsq.reshape(scale.shape).clamp(min=EPS)
         self.scale = nn.Parameter(scale.clone())
+        self.zero_point: torch.Tensor
         self.register_buffer("zero_point", zp.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

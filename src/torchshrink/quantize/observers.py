@@ -41,9 +41,12 @@ def register_observer(name: str) -> Callable[[type[Observer]], type[Observer]]:
     return OBSERVERS.register(name)
 
 
-def make_observer(name: str, spec: QuantSpec, **kwargs: Any) -> Observer:
-    """Build the observer registered as ``name``; unknown names raise ``ConfigError``."""
-    return OBSERVERS.get(name)(spec, **kwargs)
+def make_observer(kind: str, spec: QuantSpec, /, **kwargs: Any) -> Observer:
+    """Build the observer registered as ``kind``; unknown kinds raise ``ConfigError``.
+
+    Keyword arguments (e.g. ``name="fc1.weight"``, ``percentile=99.9``) go to its constructor.
+    """
+    return OBSERVERS.get(kind)(spec, **kwargs)
 
 
 class Observer(ABC):
