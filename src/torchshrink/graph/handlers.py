@@ -217,14 +217,7 @@ class OpContext:
         """
         if layout is None or self.module is None:
             return
-        tensor = self.module.get_parameter(path) if _is_param(self.module, path) else None
-        if tensor is None:
-            tensor = self.module.get_buffer(path)
+        owner, _, attr = path.rpartition(".")
+        tensor = getattr(self.module.get_submodule(owner) if owner else self.module, attr)
         assert tensor.shape[dim] == layout.shape[1], (self.name, path, dim, layout.shape)
         self._members.append(Member(self.name, path, dim, layout, role))
-
-
-def _is_param(module: nn.Module, path: str) -> bool:
-    owner, _, attr = path.rpartition(".")
-    sub = module.get_submodule(owner) if owner else module
-    return attr in sub._parameters and sub._parameters[attr] is not None

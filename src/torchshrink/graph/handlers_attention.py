@@ -23,6 +23,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from torch import nn
 
@@ -47,8 +49,7 @@ class QKVAttentionHandler(OpHandler):
     q, k, v, out, heads_attr = "q", "k", "v", "proj", "heads"
 
     def propagate(self, ctx: OpContext) -> None:
-        m = ctx.module
-        assert m is not None
+        m: Any = ctx.module
         x = ctx.input_layouts(0)
         heads = int(getattr(m, self.heads_attr))
         lq, lv, lo = (m.get_submodule(n) for n in (self.q, self.v, self.out))
@@ -69,12 +70,12 @@ class QKVAttentionHandler(OpHandler):
             ctx.param(f"{self.out}.bias", 0, out, role="out")
         ctx.set_output(0, [*x[:-1], out])
 
-    def update(self, module: nn.Module) -> None:
+    def update(self, module: Any) -> None:
         lq = module.get_submodule(self.q)
         head_dim = lq.out_features // int(getattr(module, self.heads_attr))
         setattr(module, self.heads_attr, lq.weight.shape[0] // head_dim)
         for name in (self.q, self.k, self.v, self.out):
-            fix_linear(module.get_submodule(name))  # type: ignore[arg-type]
+            fix_linear(module.get_submodule(name))
 
 
 @register_op_handler(nn.MultiheadAttention)
@@ -126,9 +127,10 @@ class BertAttentionHandler(OpHandler):
     """
 
     def propagate(self, ctx: OpContext) -> None:
-        m = ctx.module
-        assert m is not None
-        x = ctx.layouts(ctx.tensor_arg(0, "hidden_states"))  # type: ignore[arg-type]
+        m: Any = ctx.module
+        hidden = ctx.tensor_arg(0, "hidden_states")
+        assert hidden is not None
+        x = ctx.layouts(hidden)
         sa = m.get_submodule("self")
         if getattr(m, "is_cross_attention", False):
             ctx.block(x[-1], "BERT cross-attention")
@@ -145,7 +147,7 @@ class BertAttentionHandler(OpHandler):
         ctx.param("output.LayerNorm.bias", 0, x[-1], role="through")
         ctx.set_output(0, x)
 
-    def update(self, module: nn.Module) -> None:
+    def update(self, module: Any) -> None:
         sa = module.get_submodule("self")
         sa.num_attention_heads = sa.query.weight.shape[0] // sa.attention_head_size
         sa.all_head_size = sa.num_attention_heads * sa.attention_head_size

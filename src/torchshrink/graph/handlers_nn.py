@@ -14,13 +14,15 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from torchshrink.graph.handlers import OpContext, OpHandler, register_op_handler
+from torchshrink.graph.handlers import OpContext, OpHandler, Role, register_op_handler
 from torchshrink.graph.spaces import Layout
 
 
@@ -79,6 +81,7 @@ class ConvHandler(OpHandler):
         cdim = len(x) - 1 - len(m.kernel_size)  # 1 when batched, 0 when not
         spatial = [None] * len(m.kernel_size)
         g = m.groups
+        out: Layout | None
         if g == 1:
             out = ctx.new_space(m.out_channels, "out")
             ctx.param("weight", 1, x[cdim], role="in")
@@ -86,15 +89,16 @@ class ConvHandler(OpHandler):
             # Outputs stay tied to input channels; with no channel space on the input (a
             # model input) there is nothing to shrink.
             mult = m.out_channels // g
-            out = None if x[cdim] is None else np.repeat(x[cdim], mult, axis=1)
+            xc = x[cdim]
+            out = None if xc is None else np.repeat(xc, mult, axis=1)
         else:
             ctx.param("weight", 1, _group_rows(ctx, x[cdim], g), role="in")
             per = ctx.new_space(m.out_channels // g, "out per group")
             out = np.tile(per, (1, g))
-        role = "through" if g == m.in_channels and g > 1 else "out"
-        ctx.param("weight", 0, out, role=role)  # type: ignore[arg-type]
+        role: Role = "through" if g == m.in_channels and g > 1 else "out"
+        ctx.param("weight", 0, out, role=role)
         if m.bias is not None:
-            ctx.param("bias", 0, out, role=role)  # type: ignore[arg-type]
+            ctx.param("bias", 0, out, role=role)
         ctx.set_output(0, [*x[:cdim], out, *spatial])
 
     def _transposed(self, ctx: OpContext, m: _ConvTransposeNd) -> None:
@@ -141,7 +145,7 @@ class BatchNormHandler(OpHandler):
                 ctx.param(name, 0, c, role="through")
         ctx.set_output(0, x)
 
-    def update(self, module: nn.Module) -> None:
+    def update(self, module: Any) -> None:
         t = module.weight if module.weight is not None else module.running_mean
         if t is not None:
             module.num_features = t.shape[0]
@@ -164,7 +168,7 @@ class LayerNormHandler(OpHandler):
                     ctx.param(name, i, lay, role="through")
         ctx.set_output(0, x)
 
-    def update(self, module: nn.Module) -> None:
+    def update(self, module: Any) -> None:
         if module.weight is not None:
             module.normalized_shape = tuple(module.weight.shape)
 
