@@ -17,6 +17,10 @@ Tensors are identified by object identity during the run (all are kept alive unt
 so ids are never reused). Parameters and buffers used directly in a ``forward`` (a class
 token, a learned scale) appear as ``param`` nodes.
 
+Caveat of any dynamic trace: code that did not run on the example inputs (the branch not
+taken) is not in the graph. Give inputs that exercise every branch that reads channels, or
+list such modules in ``ignore``.
+
 Example:
     >>> import torch
     >>> from torch import nn
