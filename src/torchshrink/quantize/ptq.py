@@ -1,0 +1,286 @@
+"""Post-training quantization: fold BatchNorm, calibrate activation ranges, swap in quant layers.
+
+Static mode runs the calibration data through the (BN-folded) float model once, with a forward
+pre-hook on every selected layer that feeds its input to an observer; the observed ranges become
+each layer's input scale / zero point. Weights are quantized from their own values. Every
+``nn.Linear`` / ``nn.Conv2d`` becomes a :class:`QuantLinear` / :class:`QuantConv2d`; layers with
+no matrix-like weight (norms, pools, activations) stay float; any other layer with a weight of
+two or more dimensions (Conv1d, Embedding, attention, RNN, ...) is an error unless ignored.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    >>> batches = [torch.randn(32, 8) for _ in range(4)]
+    >>> qnet = quantize(net, QuantConfig.preset("w8a8"), calibration=batches)
+    >>> [type(m).__name__ for m in qnet]
+    ['QuantLinear', 'ReLU', 'QuantLinear']
+    >>> get_quant_report(qnet).num_quantized
+    2
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from torchshrink.core.databundle import DataBundle
+from torchshrink.core.errors import EmptyDataError, UnsupportedLayerError
+from torchshrink.quantize.config import QuantConfig
+from torchshrink.quantize.fold import fold_bn
+from torchshrink.quantize.observers import Observer, make_observer
+from torchshrink.quantize.primitives import check_finite
+from torchshrink.quantize.qmodules import QUANT_LAYERS
+
+_REPORT_ATTR = "_torchshrink_quant_report"
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """How one layer ended up: ``kind`` is ``"quantized"`` or ``"float"`` with a ``reason``."""
+
+    name: str
+    layer_type: str
+    kind: str
+    weight_bits: int | None = None
+    granularity: str | None = None
+    mode: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class QuantReport:
+    """What :func:`quantize` did: scheme, folded BatchNorms, calibration samples, every layer."""
+
+    scheme: str
+    mode: str
+    folded_bn: int
+    calibration_samples: int
+    layers: tuple[LayerQuant, ...]
+
+    @property
+    def num_quantized(self) -> int:
+        return sum(layer.kind == "quantized" for layer in self.layers)
+
+    @property
+    def float_layers(self) -> list[str]:
+        return [layer.name for layer in self.layers if layer.kind == "float"]
+
+
+def quantize(
+    model: nn.Module,
+    config: QuantConfig | None = None,
+    *,
+    calibration: Any = None,
+) -> nn.Module:
+    """Return a quantized copy of ``model``; ``model`` itself is not changed.
+
+    Args:
+        model: a trained float model.
+        config: the quantization config (default: ``QuantConfig.preset("w8a8")``).
+        calibration: input data for static mode (ignored otherwise): a :class:`DataBundle`
+            (its train split), a dataset of ``(x, y)`` or ``x``, a DataLoader, or an iterable
+            of input batches (tensors, ``(x, y)`` tuples or keyword dicts). At most
+            ``config.calibration_size`` samples are used.
+
+    Returns:
+        A new model in eval mode whose Linear / Conv2d layers are quant layers; its
+        :class:`QuantReport` is available through :func:`get_quant_report`.
+
+    Raises:
+        ConfigError: a parameter holds NaN / Inf (named), or a spec does not fit a layer.
+        EmptyDataError: static mode and the calibration data is missing or has no samples.
+        UnsupportedLayerError: layers that cannot be quantized and are not in ``ignore``.
+
+    Example:
+        >>> from torchshrink.core.zoo import create_zoo_model
+        >>> m = create_zoo_model("lenet5")
+        >>> q = quantize(m, QuantConfig.preset("w8"))
+        >>> type(q.fc1).__name__, type(m.fc1).__name__
+        ('QuantLinear', 'Linear')
+    """
+    config = config or QuantConfig()
+    for pname, param in model.named_parameters():
+        check_finite(param.detach(), pname)
+    out = copy.deepcopy(model).eval()
+    folded = 0
+    if config.fold_bn:
+        n_bn = _count_bn(out)
+        fold_bn(out, inplace=True)
+        folded = n_bn - _count_bn(out)
+
+    selected, records = _select_layers(out, config)
+    observers: dict[str, Observer] = {}
+    n_samples = 0
+    if config.mode == "static" and selected:
+        assert config.activation is not None  # guaranteed by QuantConfig validation
+        observers = {
+            name: make_observer(config.observer, config.activation, name=f"{name}.input")
+            for name in selected
+        }
+        n_samples = _calibrate(out, observers, calibration, config)
+
+    for name in selected:
+        module = out.get_submodule(name)
+        if name in observers and observers[name].num_batches == 0:
+            records[name] = _float(name, module, "not reached by the calibration data")
+            continue
+        spec = config.weight_spec_for(name)
+        assert spec is not None  # float overrides were dropped by _select_layers
+        qlayer = QUANT_LAYERS[type(module)](
+            module,
+            spec,
+            config.activation,
+            mode=config.mode,
+            weight_observer=config.weight_observer,
+            name=name,
+        )
+        if name in observers:
+            qlayer.set_input_qparams(*observers[name].compute())
+        _set_submodule(out, name, qlayer)
+        records[name] = LayerQuant(
+            name, type(module).__name__, "quantized", spec.bits, spec.granularity, config.mode
+        )
+
+    report = QuantReport(
+        config.scheme, config.mode, folded, n_samples, tuple(records[n] for n in records)
+    )
+    object.__setattr__(out, _REPORT_ATTR, report)  # plain metadata, survives deepcopy
+    return out
+
+
+def get_quant_report(model: nn.Module) -> QuantReport | None:
+    """The :class:`QuantReport` recorded by :func:`quantize`, or ``None``."""
+    return getattr(model, _REPORT_ATTR, None)
+
+
+def _select_layers(model: nn.Module, config: QuantConfig) -> tuple[list[str], dict[str, Any]]:
+    """Names of the layers to quantize, and float records of the layers left alone."""
+    selected: list[str] = []
+    records: dict[str, LayerQuant] = {}
+    unsupported: list[str] = []
+
+    def visit(module: nn.Module, name: str) -> None:
+        if name and config.is_ignored(name):
+            if _has_matrix_weight(module) or type(module) in QUANT_LAYERS:
+                records[name] = _float(name, module, "ignored")
+            return
+        if type(module) in QUANT_LAYERS:
+            if config.weight_spec_for(name) is None:
+                records[name] = _float(name, module, "override 'float'")
+            else:
+                selected.append(name)
+            return
+        if _has_matrix_weight(module):
+            unsupported.append(f"{name or '<root>'} ({type(module).__name__})")
+            return
+        for child_name, child in module.named_children():
+            visit(child, f"{name}.{child_name}" if name else child_name)
+
+    visit(model, "")
+    if unsupported:
+        raise UnsupportedLayerError(
+            f"cannot quantize {len(unsupported)} layer(s) of unsupported type: "
+            f"{', '.join(unsupported)}; supported: Linear, Conv2d. Add them to "
+            "QuantConfig.ignore to keep them in float"
+        )
+    return selected, records
+
+
+def _has_matrix_weight(module: nn.Module) -> bool:
+    return any(p.dim() >= 2 for p in module.parameters(recurse=False))
+
+
+def _float(name: str, module: nn.Module, reason: str) -> LayerQuant:
+    return LayerQuant(name, type(module).__name__, "float", reason=reason)
+
+
+@torch.no_grad()
+def _calibrate(
+    model: nn.Module, observers: dict[str, Observer], calibration: Any, config: QuantConfig
+) -> int:
+    """Run up to ``calibration_size`` samples through ``model``, observing layer inputs."""
+    if calibration is None:
+        raise EmptyDataError(
+            f"scheme '{config.scheme}' quantizes activations statically and needs calibration "
+            "data: pass calibration=<dataset, DataLoader or list of input batches>"
+        )
+    handles = [
+        model.get_submodule(name).register_forward_pre_hook(_observe_hook(obs))
+        for name, obs in observers.items()
+    ]
+    seen = 0
+    try:
+        for batch in _batches(calibration, config):
+            batch = _trim(batch, config.calibration_size - seen)
+            n = _batch_size(batch)
+            if n == 0:
+                continue
+            if isinstance(batch, dict):
+                model(**batch)
+            else:
+                model(batch)
+            seen += n
+            if seen >= config.calibration_size:
+                break
+    finally:
+        for h in handles:
+            h.remove()
+    if seen == 0:
+        raise EmptyDataError("the calibration data has no samples")
+    return seen
+
+
+def _observe_hook(observer: Observer) -> Any:
+    def hook(_module: nn.Module, args: tuple[Any, ...]) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            observer.observe(args[0])
+
+    return hook
+
+
+def _batches(calibration: Any, config: QuantConfig) -> Iterator[Any]:
+    """Model inputs (tensor or kwargs dict), one batch at a time."""
+    source: Iterable[Any]
+    if isinstance(calibration, DataBundle):
+        calibration = calibration.calibration(config.calibration_size)
+    if isinstance(calibration, torch.Tensor):
+        source = [calibration]
+    elif isinstance(calibration, Dataset) and not isinstance(calibration, DataLoader):
+        if len(calibration) == 0:  # type: ignore[arg-type]
+            raise EmptyDataError("the calibration dataset has no samples")
+        source = DataLoader(calibration, batch_size=config.batch_size, shuffle=False)
+    else:
+        source = calibration
+    for batch in source:
+        yield batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, dict):
+        batch = next(iter(batch.values()), torch.empty(0))
+    return int(batch.shape[0]) if isinstance(batch, torch.Tensor) and batch.dim() > 0 else 1
+
+
+def _trim(batch: Any, n: int) -> Any:
+    if isinstance(batch, torch.Tensor) and batch.dim() > 0:
+        return batch[:n]
+    if isinstance(batch, dict):
+        return {k: v[:n] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return batch
+
+
+def _count_bn(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)

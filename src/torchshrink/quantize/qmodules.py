@@ -1,0 +1,180 @@
+"""Simulated-quantization layers: QuantLinear and QuantConv2d.
+
+Each wraps the float layer (kept for its hyper-parameters: stride, padding, groups, ...) and
+holds what an int8 runtime needs: the integer weight codes with their scale / zero point (per
+channel, per tensor or per group) and, for static quantization, the calibrated scale / zero
+point of the layer *input*. The forward pass computes in float with exactly the values an
+integer kernel sees:
+
+``y = op(fq(x; s_x, z_x), dequant(W_q; s_w), bias_q)``
+
+where in static mode the bias is rounded to int32 at scale ``s_x * s_w`` (as QLinearConv /
+QGemm store it). These modules are the source of truth for ONNX export (``deploy.onnx_export``).
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from torchshrink.quantize.spec import QuantSpec
+    >>> q = QuantLinear(nn.Linear(8, 4), QuantSpec.preset("int8c"))
+    >>> q(torch.randn(2, 8)).shape, q.weight_q.dtype
+    (torch.Size([2, 4]), torch.int8)
+"""
+
+from __future__ import annotations
+
+from typing import Literal, cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchshrink.quantize.observers import make_observer
+from torchshrink.quantize.primitives import dequantize, fake_quantize, qparams_from_tensor
+from torchshrink.quantize.primitives import quantize as quantize_codes
+from torchshrink.quantize.spec import QuantSpec
+
+ActMode = Literal["static", "dynamic", "weight_only"]
+
+
+class QuantLayer(nn.Module):
+    """Base of the simulated quantized layers (see the module docstring).
+
+    Args:
+        module: the float layer; kept as ``self.module`` (its weight is not used in forward).
+        weight_spec: how the weight is quantized (axis 0 = output channels).
+        act_spec: how the input is quantized; ``None`` for weight-only.
+        mode: ``"static"`` (needs :meth:`set_input_qparams`), ``"dynamic"`` or
+            ``"weight_only"``.
+        weight_observer: observer name that picks the weight range.
+        name: the layer's name in the model, for error messages.
+
+    Attributes:
+        module: the wrapped float layer.
+        weight_q: integer weight codes, the weight's shape, ``weight_spec.storage_dtype``.
+        weight_scale: weight scale in the spec's compact shape (``(C_out,)`` per channel).
+        weight_zero_point: weight zero point, same shape.
+        input_scale: input scale, ``()`` (static mode, after calibration).
+        input_zero_point: input zero point, ``()``.
+    """
+
+    module: nn.Module
+    weight_q: torch.Tensor
+    weight_scale: torch.Tensor
+    weight_zero_point: torch.Tensor
+    input_scale: torch.Tensor
+    input_zero_point: torch.Tensor
+
+    def __init__(
+        self,
+        module: nn.Module,
+        weight_spec: QuantSpec,
+        act_spec: QuantSpec | None = None,
+        *,
+        mode: ActMode = "weight_only",
+        weight_observer: str = "minmax",
+        name: str = "layer",
+    ) -> None:
+        super().__init__()
+        self.module = module
+        self.weight_spec = weight_spec
+        self.act_spec = act_spec
+        self.mode: ActMode = mode
+        self.layer_name = name
+        w = cast(torch.Tensor, module.weight).detach()
+        obs = make_observer(weight_observer, weight_spec, name=f"{name}.weight")
+        obs.observe(w)
+        scale, zp = obs.compute()
+        self.register_buffer("weight_q", quantize_codes(w, scale, zp, weight_spec, name=name))
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("weight_zero_point", zp)
+        self.register_buffer("input_scale", torch.ones(()))
+        self.register_buffer("input_zero_point", torch.zeros((), dtype=torch.int32))
+        self.calibrated = False
+
+    def set_input_qparams(self, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
+        """Record the calibrated input scale and zero point (static mode)."""
+        self.input_scale = scale.detach().float().reshape(())
+        self.input_zero_point = zero_point.detach().to(torch.int32).reshape(())
+        self.calibrated = True
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The float weight the integer kernel effectively uses (same shape as the weight)."""
+        return dequantize(
+            self.weight_q, self.weight_scale, self.weight_zero_point, self.weight_spec
+        )
+
+    @property
+    def bias_is_quantized(self) -> bool:
+        """Static mode with a per-tensor / per-channel weight: bias stored as int32."""
+        return self.mode == "static" and self.weight_spec.granularity != "per_group"
+
+    def bias_scale(self) -> torch.Tensor:
+        """Scale of the int32 bias, ``s_x * s_w``: ``(C_out,)`` or ``()``."""
+        return (self.input_scale.double() * self.weight_scale.double()).float()
+
+    def effective_bias(self) -> torch.Tensor | None:
+        """The bias the kernel adds: rounded to int32 codes at :meth:`bias_scale` when static."""
+        bias = cast(torch.Tensor | None, self.module.bias)
+        if bias is None or not self.bias_is_quantized:
+            return None if bias is None else bias.detach()
+        s = self.bias_scale().double()
+        codes = torch.round(bias.detach().double() / s).clamp(-(2**31), 2**31 - 1)  # (C_out,)
+        return (codes * s).float()
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Fake-quantize the input as the integer kernel's input quantizer does."""
+        if self.mode == "weight_only" or self.act_spec is None:
+            return x
+        if self.mode == "dynamic":
+            # per batch: the range of this very input (ORT's DynamicQuantizeLinear does the same)
+            scale, zp = qparams_from_tensor(
+                x.detach(), self.act_spec, name=f"{self.layer_name}.input"
+            )
+        else:
+            scale, zp = self.input_scale, self.input_zero_point
+        return fake_quantize(x, scale, zp, self.act_spec, name=f"{self.layer_name}.input")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._op(self.quantize_input(x), self.dequantized_weight(), self.effective_bias())
+
+    def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        act = "float" if self.act_spec is None else f"{self.act_spec.bits}-bit {self.mode}"
+        return f"weight={self.weight_spec.bits}-bit {self.weight_spec.granularity}, input={act}"
+
+
+class QuantLinear(QuantLayer):
+    """Simulated quantized ``nn.Linear``: ``(*, in) -> (*, out)``.
+
+    Example:
+        >>> import torch
+        >>> q = QuantLinear(nn.Linear(4, 3), QuantSpec(bits=4, granularity="per_channel"))
+        >>> int(q.weight_q.max()) <= 7
+        True
+    """
+
+    def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, w, b)  # (*, out)
+
+
+class QuantConv2d(QuantLayer):
+    """Simulated quantized ``nn.Conv2d``: ``(B, C_in, H, W) -> (B, C_out, H', W')``.
+
+    Example:
+        >>> import torch
+        >>> q = QuantConv2d(nn.Conv2d(3, 8, 3), QuantSpec.preset("int8c"))
+        >>> q(torch.randn(1, 3, 6, 6)).shape
+        torch.Size([1, 8, 4, 4])
+    """
+
+    def _op(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        conv: nn.Conv2d = self.module  # type: ignore[assignment]
+        return conv._conv_forward(x, w, b)  # honours padding_mode, stride, groups
+
+
+QUANT_LAYERS: dict[type[nn.Module], type[QuantLayer]] = {
+    nn.Linear: QuantLinear,
+    nn.Conv2d: QuantConv2d,
+}
