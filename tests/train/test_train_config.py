@@ -81,7 +81,7 @@ def test_presets_and_overrides() -> None:
         128,
     )
     assert TrainConfig.preset("LeNet-MNIST", seed=7).seed == 7
-    assert TrainConfig.preset_names() == ["digits", "finetune", "lenet-mnist"]
+    assert TrainConfig.preset_names() == ["digits", "finetune", "lenet-mnist", "scratch"]
     with pytest.raises(ValidationError, match="lr"):
         TrainConfig.preset("finetune", lr=-1)
     with pytest.raises(ConfigError, match="unknown TrainConfig preset 'nope'; valid names: digits"):

@@ -54,7 +54,9 @@ def train(
     model_arg: ModelArgOpt = None,
     weights: WeightsOpt = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs (default: the preset's).")] = None,
-    preset: Annotated[str | None, typer.Option(help="A TrainConfig preset, e.g. lenet-mnist.")] = None,
+    preset: Annotated[
+        str, typer.Option(help="TrainConfig preset: scratch, lenet-mnist, digits or finetune.")
+    ] = "scratch",
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd or adamw.")] = None,
@@ -71,7 +73,7 @@ def train(
     from torchshrink.train.loop import train as run_train
 
     loaded = resolve(model_ref, model_args=model_arg, weights=weights, data_ref=data, seed=seed, limit=limit)
-    base = TrainConfig.preset(preset) if preset else TrainConfig()
+    base = TrainConfig.preset(preset)
     overrides: dict[str, Any] = {
         k: v
         for k, v in {

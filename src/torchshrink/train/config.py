@@ -112,6 +112,7 @@ class TrainConfig(BaseModel):
         """A named, tested configuration, optionally with some fields replaced.
 
         Presets:
+            ``scratch``: the command line's default for training from scratch.
             ``lenet-mnist``: LeNet-300-100 on MNIST from scratch without augmentation, about
             1.2-1.3% test error in 15 epochs (see ``benchmarks/train_lenet300.py``).
             ``digits``: a small net on scikit-learn's digits in seconds.
@@ -148,6 +149,20 @@ class TrainConfig(BaseModel):
 # Field values of each preset. "lenet-mnist" is the configuration measured by
 # benchmarks/train_lenet300.py (results in benchmarks/results/train_lenet300.json).
 _PRESETS: dict[str, dict[str, Any]] = {
+    # What `torchshrink train` uses when no preset is named: training from scratch that is
+    # robust across the zoo (Nesterov SGD, warm-up + cosine, label smoothing).
+    "scratch": {
+        "epochs": 15,
+        "batch_size": 128,
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 5e-4,
+        "schedule": "cosine",
+        "warmup_epochs": 1,
+        "label_smoothing": 0.1,
+    },
     "lenet-mnist": {
         "epochs": 15,
         "batch_size": 128,
