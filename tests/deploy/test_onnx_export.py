@@ -1,0 +1,176 @@
+"""ONNX export (float and QDQ int8) and ONNX Runtime execution, against the PyTorch simulation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import torchshrink
+from torchshrink.core.databundle import DataBundle
+from torchshrink.core.errors import ConfigError, ModelFileError, ShapeError, UnsupportedLayerError
+from torchshrink.core.zoo import create_zoo_model
+from torchshrink.deploy.onnx_export import export_onnx
+from torchshrink.deploy.ort_session import OrtSession
+from torchshrink.measure.accuracy import evaluate
+from torchshrink.quantize.config import QuantConfig
+from torchshrink.quantize.ptq import quantize
+
+pytest.importorskip("onnxruntime")
+
+
+class SmallCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(16 * 4 * 4, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))  # (B, 8, 8, 8)
+        x = self.pool(torch.relu(self.bn2(self.conv2(x))))  # (B, 16, 4, 4)
+        x = torch.relu(self.fc1(x.flatten(1)))  # (B, 32)
+        return self.fc2(x)  # (B, 10)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Tiny models: a second intra-op thread only adds spin-wait on a shared 2-core machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits() -> DataBundle:
+    return torchshrink.load_data("digits")
+
+
+@pytest.fixture(scope="module")
+def test_x(digits: DataBundle) -> torch.Tensor:
+    return torch.stack([digits.test[i][0] for i in range(len(digits.test))])  # (359, 1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def trained(digits: DataBundle) -> nn.Module:
+    torch.manual_seed(0)
+    model = SmallCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for epoch in range(4):
+        model.train()
+        for x, y in digits.loader("train", batch_size=64, seed=epoch):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def static_q(trained: nn.Module, digits: DataBundle) -> nn.Module:
+    return quantize(trained, QuantConfig.preset("w8a8", calibration_size=256), calibration=digits)
+
+
+def test_qdq_model_agrees_with_simulation_and_runs_int8(
+    static_q: nn.Module,
+    trained: nn.Module,
+    digits: DataBundle,
+    test_x: torch.Tensor,
+    tmp_path: Path,
+) -> None:
+    result = export_onnx(static_q, tmp_path / "q.onnx", example_inputs=test_x[:1])
+    assert result.int8_layers == ("conv1", "conv2", "fc1", "fc2")
+    # fc2's output is the logits: it stays float, every other output is quantized for fusion
+    assert result.output_qdq == ("conv1", "conv2", "fc1")
+    sess = OrtSession(result.path, threads=1)
+    sim = static_q(test_x).detach()  # (359, 10)
+    ort = sess.run(test_x)
+    agreement = float((sim.argmax(1) == ort.argmax(1)).float().mean())
+    assert agreement >= 0.99
+    # Bound: 2% of the largest logit (integer kernels round their requantization on their own)
+    assert float((sim - ort).abs().max()) <= 0.02 * float(sim.abs().max())
+    report = sess.op_report()
+    assert report.ops.get("QLinearConv") == 2 and report.ops.get("QGemm") == 2
+    assert (report.int8_compute, report.float_compute) == (4, 0)
+    assert report.int8_fraction == 1.0
+    fp32 = evaluate(trained, digits.test).accuracy
+    assert evaluate(sess.as_module(), digits.test).accuracy >= fp32 - 0.015
+
+
+def test_float_export_matches_torch(
+    trained: nn.Module, test_x: torch.Tensor, tmp_path: Path
+) -> None:
+    result = export_onnx(trained, tmp_path / "f.onnx", example_inputs=test_x[:2])
+    assert (result.int8_layers, result.opset) == ((), 17)
+    sess = OrtSession(result.path, threads=1)
+    assert torch.allclose(sess.run(test_x[:64]), trained(test_x[:64]), atol=1e-4)
+    report = sess.op_report()
+    assert report.int8_compute == 0 and report.float_compute == 4
+
+
+def test_dynamic_export_runs_integer_kernels(
+    trained: nn.Module, test_x: torch.Tensor, tmp_path: Path
+) -> None:
+    q = quantize(trained, QuantConfig.preset("w8a8_dynamic"))
+    result = export_onnx(q, tmp_path / "d.onnx", example_inputs=test_x[:1])
+    sess = OrtSession(result.path, threads=1)
+    sim, ort = q(test_x).detach(), sess.run(test_x)
+    assert float((sim.argmax(1) == ort.argmax(1)).float().mean()) >= 0.99
+    assert float((sim - ort).abs().max()) <= 0.02 * float(sim.abs().max())
+    report = sess.op_report()
+    assert report.ops.get("ConvInteger") == 2 and report.ops.get("DynamicQuantizeMatMul") == 2
+    assert report.float_compute == 0
+
+
+def test_weight_only_int4_export_equals_simulation(
+    trained: nn.Module, test_x: torch.Tensor, tmp_path: Path
+) -> None:
+    q = quantize(trained, QuantConfig.preset("w4"))
+    result = export_onnx(q, tmp_path / "w4.onnx", example_inputs=test_x[:1])
+    assert result.weight_only_layers == ("conv1", "conv2", "fc1", "fc2")
+    assert torch.allclose(OrtSession(result.path, threads=1).run(test_x), q(test_x), atol=1e-4)
+
+
+def test_zoo_resnet20_exports_with_residuals(
+    digits: DataBundle, test_x: torch.Tensor, tmp_path: Path
+) -> None:
+    model = create_zoo_model("resnet20", in_channels=1, input_size=8).eval()
+    q = quantize(model, QuantConfig(calibration_size=64), calibration=digits)
+    result = export_onnx(q, tmp_path / "r.onnx", example_inputs=test_x[:1])
+    assert len(result.int8_layers) == 20  # 19 convs + fc, BatchNorms folded away
+    sess = OrtSession(result.path, threads=1)
+    sim, ort = q(test_x[:64]).detach(), sess.run(test_x[:64])
+    assert float((sim - ort).abs().max()) <= 0.02 * float(sim.abs().max())
+    # convs that feed a residual Add keep float outputs, so they stay float convs in ORT
+    report = sess.op_report()
+    assert report.ops.get("QLinearConv", 0) >= 9 and report.int8_compute >= 10
+
+
+class _Seq(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)  # (B, T, 4): exported as MatMul with a pre-transposed weight
+
+
+def test_errors(static_q: nn.Module, tmp_path: Path) -> None:
+    x = torch.randn(2, 1, 8, 8)
+    with pytest.raises(ConfigError, match="opset must be >= 17, got 13"):
+        export_onnx(static_q, tmp_path / "a.onnx", example_inputs=x, opset=13)
+    q3d = quantize(_Seq(), QuantConfig(), calibration=[torch.randn(2, 3, 4)])
+    with pytest.raises(UnsupportedLayerError, match=r"\['proj'\] not found"):
+        export_onnx(q3d, tmp_path / "s.onnx", example_inputs=torch.randn(2, 3, 4))
+    with pytest.raises(ModelFileError, match="ONNX file not found"):
+        OrtSession(tmp_path / "missing.onnx")
+    result = export_onnx(static_q, tmp_path / "q.onnx", example_inputs=x)
+    with pytest.raises(ShapeError, match=r"takes 1 input\(s\)"):
+        OrtSession(result.path, threads=1).run(x, x)
