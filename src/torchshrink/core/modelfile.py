@@ -227,6 +227,10 @@ def _document(header: dict[str, Any], *, where: str) -> dict[str, Any]:
 
 
 def _rebuild(doc: dict[str, Any], state: dict[str, torch.Tensor], *, where: str) -> nn.Module:
+    from torchshrink.core.filehooks import decode_state
+
+    # Coded tensors (e.g. Huffman-coded weights) are decoded by the codec named in the file.
+    state = decode_state(doc, state, where=where)
     try:
         spec = ModelSpec.model_validate(doc.get("spec"))
     except ValidationError as exc:
