@@ -258,8 +258,9 @@ class _DecodeTables:
     """Canonical decoding tables for one code of longest length ``width``.
 
     Length-``l`` codes, left-aligned to ``width`` bits, are exactly the values in
-    ``[limit[l-1], limit[l])``: consecutive and increasing in ``l``. For ``width <= 16`` a
-    direct lookup table over all ``2**width`` peeks replaces the binary search.
+    ``[limit[l-1], limit[l])``: consecutive and increasing in ``l``. A direct lookup table
+    over all ``2**width`` peeks replaces the binary search for ``width <= 16`` (and up to 22
+    bits for streams long enough to pay for the table).
     """
 
     def __init__(self, ls: np.ndarray) -> None:
@@ -282,6 +283,8 @@ class _DecodeTables:
 
     def lengths(self, peek: np.ndarray) -> np.ndarray:
         """Code length (1..width) of the codeword at each peek; 0 where none is valid."""
+        if self.lut is None and self.width <= 22 and peek.size >= 4 << self.width:
+            self.lut = self.lengths(np.arange(1 << self.width))  # pays off on long streams
         if self.lut is not None:
             return self.lut[peek]
         li = np.searchsorted(self.limit, peek, side="right")  # == width if invalid
