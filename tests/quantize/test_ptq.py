@@ -227,6 +227,10 @@ def test_bits_out_of_range_and_bad_config() -> None:
         QuantConfig(observer="median")
     with pytest.raises(pydantic.ValidationError, match="weight_only' takes activation=None"):
         QuantConfig(scheme="w8", activation=QuantSpec.preset("uint8"))
+    with pytest.raises(
+        pydantic.ValidationError, match=r"activation\.granularity must be 'per_tensor'"
+    ):
+        QuantConfig(activation=QuantSpec.preset("int8c"))
 
 
 def test_config_round_trips_json() -> None:

@@ -140,6 +140,11 @@ class QuantConfig(BaseModel):
             raise ValueError("mode='weight_only' takes activation=None")
         if self.mode != "weight_only" and self.activation is None:
             raise ValueError(f"mode='{self.mode}' needs an activation spec")
+        if self.activation is not None and self.activation.granularity != "per_tensor":
+            # one scale per layer input is what QLinear* / DynamicQuantizeLinear kernels take
+            raise ValueError(
+                f"activation.granularity must be 'per_tensor', got '{self.activation.granularity}'"
+            )
         return self
 
     @classmethod
