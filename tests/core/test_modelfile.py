@@ -325,3 +325,14 @@ def test_hf_head_shrunk_round_trip(tmp_path: Path) -> None:
     }
     with torch.no_grad():
         torch.testing.assert_close(back(**ids).last_hidden_state, m(**ids).last_hidden_state)
+
+
+def test_sniff_reads_safetensors_whose_header_length_starts_like_a_pickle_or_zip() -> None:
+    from torchshrink.core.safeformat import sniff
+
+    for low in (0x80, ord("P")):
+        second = ord("K") if low == ord("P") else 0
+        head = bytes([low, second, 0, 0, 0, 0, 0, 0]) + b'{"__metadata__":{}}'
+        assert sniff(head) == "safetensors"
+    assert sniff(b"\x80\x04\x95" + bytes(13)) == "pickle"
+    assert sniff(b"PK\x03\x04" + bytes(12)) == "zip"

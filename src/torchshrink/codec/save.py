@@ -35,7 +35,6 @@ from torchshrink.codec.report import CompressedReport, inspect_compressed
 from torchshrink.core.errors import ConfigError
 from torchshrink.core.modelfile import load, save
 from torchshrink.core.modelspec import ModelSpec
-from torchshrink.core.safeformat import read_head, sniff
 
 IndexBits = int | Mapping[str, int] | None
 
@@ -100,10 +99,8 @@ def save_compressed(
         [('sparse_raw', 4)]
     """
     metadata = dict(metadata or {})
-    if {"codec", "codec_version", "tensors", "pad"} & set(metadata):
-        raise ConfigError(
-            "metadata may not use the keys 'codec', 'codec_version', 'tensors', 'pad'"
-        )
+    if {"codec", "codec_version", "tensors"} & set(metadata):
+        raise ConfigError("metadata may not use the keys 'codec', 'codec_version', 'tensors'")
     if not 1 <= max_code_length <= huffman.HARD_MAX_LENGTH:
         raise ConfigError(
             f"max_code_length must be in 1..{huffman.HARD_MAX_LENGTH}, got {max_code_length}"
@@ -131,13 +128,6 @@ def save_compressed(
     compression = {**metadata, "codec": CODEC, "codec_version": CODEC_VERSION, "tensors": coded}
     with _placeholders(model, coded):
         written = save(model, path, spec=spec, metadata=compression, tensors=blobs)
-        # A header length whose first byte is 0x80 (or whose first two are "PK") makes the
-        # file sniff as a pickle (zip) and be refused on load; pad the JSON until it does not.
-        pad = 0
-        while sniff(read_head(written, 9)) != "safetensors" and pad < 4:
-            pad += 1
-            compression["pad"] = " " * pad
-            written = save(model, path, spec=spec, metadata=compression, tensors=blobs)
     return inspect_compressed(written)
 
 

@@ -139,7 +139,7 @@ def from_bytes(data: bytes) -> nn.Module:
     """Load a model from the bytes produced by :func:`to_bytes` (same checks as :func:`load`)."""
     from safetensors.torch import load as st_load
 
-    refuse_pickled(data[:8], where="<bytes>")
+    refuse_pickled(data[:9], where="<bytes>")
     doc = _document(parse_header(data, total_size=len(data), where="<bytes>"), where="<bytes>")
     try:
         state = st_load(data)

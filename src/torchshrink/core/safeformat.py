@@ -32,16 +32,18 @@ def sniff(head: bytes) -> str:
     ``safetensors`` means the first 8 bytes are a plausible little-endian header length
     followed by ``{``; the full check is :func:`parse_header`.
     """
-    if head[:1] == bytes([PICKLE_BYTE]):
-        return "pickle"
-    if head[:2] == ZIP_MAGIC:
-        return "zip"
+    # safetensors first: its 8-byte header length may well start with 0x80 or "PK", and a
+    # file misread as safetensors is only parsed as JSON, never unpickled.
     if (
         len(head) >= 9
         and int.from_bytes(head[:8], "little") < MAX_HEADER_BYTES
         and head[8:9] == b"{"
     ):
         return "safetensors"
+    if head[:1] == bytes([PICKLE_BYTE]):
+        return "pickle"
+    if head[:2] == ZIP_MAGIC:
+        return "zip"
     return "unknown"
 
 
@@ -101,10 +103,10 @@ def parse_header(raw: bytes, *, total_size: int, where: str) -> dict[str, Any]:
 
 def read_file_header(path: Path) -> dict[str, Any]:
     """Validate ``path`` as a safetensors file (refusing pickles) and return its header."""
-    head = read_head(path, 8)
+    head = read_head(path, 9)  # length + first JSON byte: enough for sniff() to be sure
     refuse_pickled(head, where=str(path))
     size = path.stat().st_size
-    n = int.from_bytes(head, "little") if len(head) == 8 else 0
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
     with path.open("rb") as f:
         raw = f.read(8 + min(n, MAX_HEADER_BYTES, max(size - 8, 0)))
     return parse_header(raw, total_size=size, where=str(path))
