@@ -46,6 +46,8 @@ class TrainConfig(BaseModel):
             fractional) epochs, for every schedule; for ``"onecycle"`` it sets the rising phase
             (default 30% of training when 0).
         label_smoothing: cross-entropy label smoothing in ``[0, 1)``.
+        ce_weight: weight of the loop's cross-entropy on the hard labels (``1.0``); distillation
+            sets it to ``1 - alpha`` so that ``alpha = 1`` trains on soft targets only.
         grad_clip: clip the global gradient L2 norm to this value; ``None`` disables clipping.
         dropout: ``None`` leaves the model's dropout layers alone; a float sets every dropout
             layer's ``p`` (the model is changed in place).
@@ -79,6 +81,7 @@ class TrainConfig(BaseModel):
     gamma: float = Field(default=0.1, gt=0, le=1)
     warmup_epochs: float = Field(default=0.0, ge=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    ce_weight: float = Field(default=1.0, ge=0)
     grad_clip: float | None = Field(default=None, gt=0)
     dropout: float | None = Field(default=None, ge=0, lt=1)
     augment: Augment | None = None

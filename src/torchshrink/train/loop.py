@@ -113,9 +113,10 @@ def train(
 ) -> TrainResult:
     """Train ``model`` **in place** on ``data.train`` and return it inside a :class:`TrainResult`.
 
-    Loss is cross-entropy (with ``config.label_smoothing``) plus every ``loss_terms`` value. The
-    learning rate follows ``config.schedule`` per optimizer step; the test split is evaluated
-    every ``config.eval_every`` epochs and once more at the end. With the same ``config.seed``
+    Loss is ``config.ce_weight`` times cross-entropy (with ``config.label_smoothing``) plus
+    every ``loss_terms`` value. The learning rate follows ``config.schedule`` per optimizer
+    step; the test split is evaluated every ``config.eval_every`` epochs and once more at the
+    end. With the same ``config.seed``
     and the same initial weights, the final weights are identical; the caller's global RNG is
     left as it was. With ``checkpoint_dir`` the state is saved after every epoch and
     ``resume=True`` continues from it to the same weights an uninterrupted run reaches.
@@ -265,7 +266,7 @@ def _train_epoch(
         if config.augment is not None:
             x = augment_batch(x, config.augment)
         logits = _logits(model(x))  # (B, num_classes)
-        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+        loss = config.ce_weight * F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
         terms = {t.name: t(model, x, y, logits) for t in loss_terms}
         for value in terms.values():
             loss = loss + value
