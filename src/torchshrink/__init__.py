@@ -26,6 +26,8 @@ _LAZY = {
     "evaluate": "torchshrink.measure.accuracy:evaluate",
     "train": "torchshrink.train.loop:train",
     "TrainConfig": "torchshrink.train.config:TrainConfig",
+    "prune": "torchshrink.prune.pruner:prune",
+    "PruneConfig": "torchshrink.prune.config:PruneConfig",
     "DataBundle": "torchshrink.core.databundle:DataBundle",
     "ModelSpec": "torchshrink.core.modelspec:ModelSpec",
 }

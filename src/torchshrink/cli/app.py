@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from torchshrink.cli.common import example_batch, print_json, resolve
+from torchshrink.cli.prune_cmd import prune_command, sensitivity_command
 
 app = typer.Typer(
     name="torchshrink",
@@ -25,7 +26,8 @@ app = typer.Typer(
 ModelArg = Annotated[
     str,
     typer.Argument(
-        help="Model reference: zoo:NAME, path/to/file.py:factory, hf:DIR, or a torchshrink model file."
+        metavar="MODEL",
+        help="Model reference: zoo:NAME, path/to/file.py:factory, hf:DIR, or a torchshrink model file.",
     ),
 ]
 ModelArgOpt = Annotated[
@@ -212,9 +214,12 @@ def demo(
     run_demo(out, epochs=epochs, seed=seed)
 
 
+app.command("prune")(prune_command)
+app.command("sensitivity")(sensitivity_command)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``torchshrink`` script. Returns the exit status."""
-    import click
     from pydantic import ValidationError
 
     from torchshrink.core.errors import TorchshrinkError
@@ -231,12 +236,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         sys.stderr.write(f"error: invalid {exc.title}: {errs}\n")
         return 2
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.stderr.write("aborted\n")
         return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+    except Exception as exc:
+        # Usage errors (bad option, missing argument). Newer typer vendors click, older typer
+        # re-exports it, so recognise them by behaviour instead of importing click.
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            return code
+        raise
     return rv if isinstance(rv, int) else 0
 
 
