@@ -13,7 +13,7 @@ import pytest
 
 from torchshrink.cli.app import main
 
-USER_MODELS = '''
+USER_MODELS = """
 import torch
 from torch import nn
 
@@ -22,7 +22,7 @@ def mlp(hidden=16):
 
 def not_a_module():
     return 42
-'''
+"""
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -48,8 +48,15 @@ def test_profile_lenet5_params_and_macs(capsys: pytest.CaptureFixture[str]) -> N
     rec = as_json(out)
     assert rec["params"] == 431_080
     assert rec["macs"] == pytest.approx(2_293_000, rel=0.01)
-    for key in ("nonzero_params", "dense_bytes", "file_bytes", "latency_ms_p50", "latency_ms_p90",
-                "throughput", "energy_mj"):
+    for key in (
+        "nonzero_params",
+        "dense_bytes",
+        "file_bytes",
+        "latency_ms_p50",
+        "latency_ms_p90",
+        "throughput",
+        "energy_mj",
+    ):
         assert rec[key] is not None and rec[key] > 0, key
     assert rec["dense_bytes"] == 4 * 431_080
     assert rec["latency_ms_p90"] >= rec["latency_ms_p50"]
@@ -69,8 +76,12 @@ def test_profile_table_output_names_layers(capsys: pytest.CaptureFixture[str]) -
     assert "266,610" in out and "Linear" in out
 
 
-def test_profile_with_data_reports_accuracy_and_model_args(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "profile", "zoo:lenet300", "--data", "digits", "--json", "--no-latency")
+def test_profile_with_data_reports_accuracy_and_model_args(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(
+        capsys, "profile", "zoo:lenet300", "--data", "digits", "--json", "--no-latency"
+    )
     assert code == 0
     rec = as_json(out)
     # options came from the data: 8x8 inputs, 10 classes
@@ -78,10 +89,21 @@ def test_profile_with_data_reports_accuracy_and_model_args(capsys: pytest.Captur
     assert 0.0 <= rec["accuracy"] <= 1.0
 
 
-def test_train_then_eval_then_profile_the_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_train_then_eval_then_profile_the_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     out_file = tmp_path / "m.safetensors"
     code, out, _ = run(
-        capsys, "train", "zoo:lenet300", "--data", "digits", "--epochs", "3", "--out", out_file, "--json"
+        capsys,
+        "train",
+        "zoo:lenet300",
+        "--data",
+        "digits",
+        "--epochs",
+        "3",
+        "--out",
+        out_file,
+        "--json",
     )
     assert code == 0, out
     rec = as_json(out)
@@ -98,8 +120,15 @@ def test_train_then_eval_then_profile_the_file(capsys: pytest.CaptureFixture[str
 
 def test_user_factory_with_model_arg(capsys: pytest.CaptureFixture[str], user_file: Path) -> None:
     code, out, _ = run(
-        capsys, "profile", f"{user_file}:mlp", "--model-arg", "hidden=32", "--input-shape", "1,8,8",
-        "--json", "--no-latency",
+        capsys,
+        "profile",
+        f"{user_file}:mlp",
+        "--model-arg",
+        "hidden=32",
+        "--input-shape",
+        "1,8,8",
+        "--json",
+        "--no-latency",
     )
     assert code == 0
     assert as_json(out)["params"] == 64 * 32 + 32 + 32 * 10 + 10
@@ -139,7 +168,10 @@ def test_error_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 
 def test_error_corrupt_model_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     good = tmp_path / "good.safetensors"
-    assert run(capsys, "train", "zoo:lenet300", "--data", "digits", "--epochs", "0", "--out", good)[0] == 0
+    assert (
+        run(capsys, "train", "zoo:lenet300", "--data", "digits", "--epochs", "0", "--out", good)[0]
+        == 0
+    )
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     code, _, err = run(capsys, "profile", bad, "--no-latency")
@@ -162,15 +194,21 @@ def test_error_pickle_file_refused(capsys: pytest.CaptureFixture[str], tmp_path:
     _assert_one_line_error(code, err, "(?i)refused|code execution")
 
 
-def test_error_factory_not_found_or_not_module(capsys: pytest.CaptureFixture[str], user_file: Path) -> None:
+def test_error_factory_not_found_or_not_module(
+    capsys: pytest.CaptureFixture[str], user_file: Path
+) -> None:
     code, _, err = run(capsys, "profile", f"{user_file}:nope", "--no-latency")
     _assert_one_line_error(code, err, "nope.*mlp")
-    code, _, err = run(capsys, "profile", f"{user_file}:not_a_module", "--input-shape", "1,8,8", "--no-latency")
+    code, _, err = run(
+        capsys, "profile", f"{user_file}:not_a_module", "--input-shape", "1,8,8", "--no-latency"
+    )
     _assert_one_line_error(code, err, "int")
 
 
 def test_error_input_shape_names_layer(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "profile", "zoo:lenet300", "--input-shape", "1,32,32", "--no-latency")
+    code, _, err = run(
+        capsys, "profile", "zoo:lenet300", "--input-shape", "1,32,32", "--no-latency"
+    )
     _assert_one_line_error(code, err, r"fc1|Linear")
 
 
@@ -179,7 +217,9 @@ def test_error_bad_input_shape_text(capsys: pytest.CaptureFixture[str]) -> None:
     _assert_one_line_error(code, err, "--input-shape")
 
 
-def test_error_unknown_data_and_empty_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_error_unknown_data_and_empty_data(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     code, _, err = run(capsys, "eval", "zoo:lenet300", "--data", "nosuchdata")
     _assert_one_line_error(code, err, "nosuchdata.*digits")
     empty = tmp_path / "empty.txt"
@@ -190,7 +230,15 @@ def test_error_unknown_data_and_empty_data(capsys: pytest.CaptureFixture[str], t
 
 def test_error_invalid_train_option(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run(
-        capsys, "train", "zoo:lenet300", "--data", "digits", "--lr", "-1", "--out", tmp_path / "x.safetensors"
+        capsys,
+        "train",
+        "zoo:lenet300",
+        "--data",
+        "digits",
+        "--lr",
+        "-1",
+        "--out",
+        tmp_path / "x.safetensors",
     )
     _assert_one_line_error(code, err, "lr")
 
@@ -210,3 +258,23 @@ def test_demo_runs_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path: Path
     prof = json.loads((tmp_path / "profile.json").read_text())
     assert prof["params"] > 0 and prof["accuracy"] > 0.3
     assert "saved model" in out
+
+
+def test_usage_errors_exit_2_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "profile", "zoo:lenet300", "--no-such-option")
+    assert code == 2
+    assert "no-such-option" in err and "Traceback" not in err
+    code, _, err = run(capsys, "profile", "zoo:lenet300", "--batch-size", "many")
+    assert code == 2 and "--batch-size" in err
+
+
+def test_cli_does_not_need_click_installed() -> None:
+    # typer may vendor click; the CLI must not import the standalone package itself.
+    import ast
+
+    src = (Path(__file__).parents[2] / "src" / "torchshrink" / "cli").glob("*.py")
+    for path in src:
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [m for m in names if m.split(".")[0] == "click"], path

@@ -32,39 +32,57 @@ ModelArg = Annotated[
 ]
 ModelArgOpt = Annotated[
     list[str] | None,
-    typer.Option("--model-arg", "-m", help="Factory option key=value (repeatable), e.g. num_classes=100."),
+    typer.Option(
+        "--model-arg", "-m", help="Factory option key=value (repeatable), e.g. num_classes=100."
+    ),
 ]
 WeightsOpt = Annotated[
-    Path | None, typer.Option("--weights", help="Weights to load: .safetensors or a state_dict checkpoint.")
+    Path | None,
+    typer.Option("--weights", help="Weights to load: .safetensors or a state_dict checkpoint."),
 ]
 DataOpt = Annotated[
     str | None,
-    typer.Option("--data", "-d", help="Data reference: digits, mnist1d, npz:PATH, imagefolder:DIR, text:PATH."),
+    typer.Option(
+        "--data",
+        "-d",
+        help="Data reference: digits, mnist1d, npz:PATH, imagefolder:DIR, text:PATH.",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON record instead of tables.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for data splits, init and training.")]
 LimitOpt = Annotated[
-    int | None, typer.Option("--limit", help="Keep only the first N samples of each split (quick runs).")
+    int | None,
+    typer.Option("--limit", help="Keep only the first N samples of each split (quick runs)."),
 ]
 
 
 @app.command()
 def train(
     model_ref: ModelArg,
-    data: Annotated[str, typer.Option("--data", "-d", help="Data reference (see `profile --help`).")],
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="Data reference (see `profile --help`).")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to save the trained model file.")],
     model_arg: ModelArgOpt = None,
     weights: WeightsOpt = None,
-    epochs: Annotated[int | None, typer.Option(help="Number of epochs (default: the preset's).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Number of epochs (default: the preset's).")
+    ] = None,
     preset: Annotated[
         str, typer.Option(help="TrainConfig preset: scratch, lenet-mnist, digits or finetune.")
     ] = "scratch",
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     optimizer: Annotated[str | None, typer.Option(help="sgd or adamw.")] = None,
-    schedule: Annotated[str | None, typer.Option(help="constant, step, cosine or onecycle.")] = None,
-    checkpoint_dir: Annotated[Path | None, typer.Option(help="Save a checkpoint every epoch here.")] = None,
-    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in --checkpoint-dir.")] = False,
+    schedule: Annotated[
+        str | None, typer.Option(help="constant, step, cosine or onecycle.")
+    ] = None,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="Save a checkpoint every epoch here.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Resume from the last checkpoint in --checkpoint-dir.")
+    ] = False,
     seed: SeedOpt = 0,
     limit: LimitOpt = None,
     json_out: JsonOpt = False,
@@ -74,7 +92,9 @@ def train(
     from torchshrink.train.config import TrainConfig
     from torchshrink.train.loop import train as run_train
 
-    loaded = resolve(model_ref, model_args=model_arg, weights=weights, data_ref=data, seed=seed, limit=limit)
+    loaded = resolve(
+        model_ref, model_args=model_arg, weights=weights, data_ref=data, seed=seed, limit=limit
+    )
     base = TrainConfig.preset(preset)
     overrides: dict[str, Any] = {
         k: v
@@ -129,13 +149,24 @@ def eval_cmd(
     """Evaluate MODEL's accuracy on the test split of DATA."""
     from torchshrink.measure.accuracy import evaluate
 
-    loaded = resolve(model_ref, model_args=model_arg, weights=weights, data_ref=data, seed=seed, limit=limit)
+    loaded = resolve(
+        model_ref, model_args=model_arg, weights=weights, data_ref=data, seed=seed, limit=limit
+    )
     r = evaluate(loaded.model, loaded.data.test, batch_size=batch_size)
-    record = {"model": model_ref, "data": data, "accuracy": r.accuracy, "error": r.error, "loss": r.loss, "n": r.n}
+    record = {
+        "model": model_ref,
+        "data": data,
+        "accuracy": r.accuracy,
+        "error": r.error,
+        "loss": r.loss,
+        "n": r.n,
+    }
     if json_out:
         print_json(record)
     else:
-        typer.echo(f"accuracy {100 * r.accuracy:.2f}%  error {100 * r.error:.2f}%  loss {r.loss:.4f}  (n={r.n})")
+        typer.echo(
+            f"accuracy {100 * r.accuracy:.2f}%  error {100 * r.error:.2f}%  loss {r.loss:.4f}  (n={r.n})"
+        )
 
 
 @app.command()
@@ -143,12 +174,19 @@ def profile(
     model_ref: ModelArg,
     data: DataOpt = None,
     input_shape: Annotated[
-        str | None, typer.Option(help="Per-sample input shape, e.g. 1,28,28 (default: from data or the model).")
+        str | None,
+        typer.Option(
+            help="Per-sample input shape, e.g. 1,28,28 (default: from data or the model)."
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size for MACs and latency.")] = 1,
-    threads: Annotated[int | None, typer.Option(help="Threads for the latency measurement.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Threads for the latency measurement.")
+    ] = None,
     repeats: Annotated[int, typer.Option(help="Timed repeats (median and p90 are reported).")] = 20,
-    no_latency: Annotated[bool, typer.Option("--no-latency", help="Skip the latency measurement.")] = False,
+    no_latency: Annotated[
+        bool, typer.Option("--no-latency", help="Skip the latency measurement.")
+    ] = False,
     model_arg: ModelArgOpt = None,
     weights: WeightsOpt = None,
     seed: SeedOpt = 0,
@@ -159,8 +197,12 @@ def profile(
     from torchshrink.cli.render import print_profile
     from torchshrink.measure.profile import profile as run_profile
 
-    loaded = resolve(model_ref, model_args=model_arg, weights=weights, data_ref=data, seed=seed, limit=limit)
-    inputs = example_batch(loaded.model, input_shape=input_shape, data=loaded.data, batch_size=batch_size)
+    loaded = resolve(
+        model_ref, model_args=model_arg, weights=weights, data_ref=data, seed=seed, limit=limit
+    )
+    inputs = example_batch(
+        loaded.model, input_shape=input_shape, data=loaded.data, batch_size=batch_size
+    )
     file_path = Path(model_ref) if Path(model_ref).is_file() and weights is None else None
     prof = run_profile(
         loaded.model,
@@ -190,7 +232,13 @@ def zoo(json_out: JsonOpt = False) -> None:
     for name in zoo_names():
         m = create_zoo_model(name)
         doc = (type(m).__doc__ or "").strip().splitlines()
-        rows.append({"name": f"zoo:{name}", "params": sum(p.numel() for p in m.parameters()), "about": doc[0] if doc else ""})
+        rows.append(
+            {
+                "name": f"zoo:{name}",
+                "params": sum(p.numel() for p in m.parameters()),
+                "about": doc[0] if doc else "",
+            }
+        )
     if json_out:
         print_json(rows)
         return

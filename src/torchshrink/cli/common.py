@@ -41,7 +41,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
             f"--input-shape: expected comma-separated integers like 1,28,28, got '{text}'"
         ) from None
     if not shape or any(s <= 0 for s in shape):
-        raise ConfigError(f"--input-shape: every dimension must be a positive integer, got '{text}'")
+        raise ConfigError(
+            f"--input-shape: every dimension must be a positive integer, got '{text}'"
+        )
     return shape
 
 

@@ -41,15 +41,24 @@ def run_demo(out: Path, *, epochs: int = 30, seed: int = 0, console: Console | N
     torch.manual_seed(seed)
     model = load_model(DEMO_MODEL, model_args=data_model_defaults(data))
     config = TrainConfig(
-        epochs=epochs, batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
-        schedule="cosine", warmup_epochs=1, seed=seed,
+        epochs=epochs,
+        batch_size=64,
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=5e-4,
+        schedule="cosine",
+        warmup_epochs=1,
+        seed=seed,
     )
     result = train(model, data, config)
     path = save(model, out / "model.safetensors")
     reloaded = load(path)
     acc = evaluate(reloaded, data.test).accuracy
     if abs(acc - result.final_accuracy) > 1e-9:
-        raise RuntimeError(f"reloaded model accuracy {acc} differs from trained {result.final_accuracy}")
+        raise RuntimeError(
+            f"reloaded model accuracy {acc} differs from trained {result.final_accuracy}"
+        )
     prof = profile(reloaded, data.example_inputs(1), data=data, file_path=path).to_dict()
     (out / "profile.json").write_text(json.dumps(prof, indent=2, default=str))
     print_profile(prof, title=f"{DEMO_MODEL} on {DEMO_DATA}", console=console)

@@ -59,7 +59,10 @@ def profile_tables(prof: dict[str, Any], *, title: str = "profile") -> list[Tabl
     ]
     if prof.get("latency_ms_p50") is not None:
         rows += [
-            ("latency p50 / p90", f"{prof['latency_ms_p50']:.3f} / {prof['latency_ms_p90']:.3f} ms"),
+            (
+                "latency p50 / p90",
+                f"{prof['latency_ms_p50']:.3f} / {prof['latency_ms_p90']:.3f} ms",
+            ),
             ("throughput", f"{prof.get('throughput', 0):,.1f} samples/s"),
             ("batch size / threads", f"{prof.get('batch_size')} / {prof.get('threads')}"),
         ]
@@ -74,7 +77,9 @@ def profile_tables(prof: dict[str, Any], *, title: str = "profile") -> list[Tabl
     return [layers, summary]
 
 
-def print_profile(prof: dict[str, Any], *, title: str = "profile", console: Console | None = None) -> None:
+def print_profile(
+    prof: dict[str, Any], *, title: str = "profile", console: Console | None = None
+) -> None:
     console = console or Console()
     for table in profile_tables(prof, title=title):
         console.print(table)
