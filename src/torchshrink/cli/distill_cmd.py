@@ -117,6 +117,7 @@ def distill_command(
         student_ref, model_args=model_arg, weights=None, data_ref=data, seed=seed, limit=limit
     )
     bundle = loaded.data
+    assert bundle is not None  # --data is required
     teachers = [
         load_model(ref, model_args=data_model_defaults(bundle) if ref.startswith("zoo:") else None)
         for ref in teacher

@@ -7,6 +7,7 @@ bigger or slower. Replacements are plain ``nn.Sequential`` stacks of torch.nn la
 ``torchshrink.save`` / ``torchshrink.load`` round-trip factorized models without registration.
 
 Example:
+    >>> import torch
     >>> from torch import nn
     >>> from torchshrink.lowrank import FactorizeConfig, factorize
     >>> model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
@@ -17,8 +18,6 @@ Example:
 """
 
 from __future__ import annotations
-
-import torch  # noqa: F401  (used by the example)
 
 from torchshrink.lowrank.factorize import (
     FactorizeConfig,

@@ -237,18 +237,25 @@ def reconstructed_weight(replacement: nn.Module) -> torch.Tensor:
         True
     """
     layers = list(replacement.children()) if isinstance(replacement, nn.Sequential) else []
+    ws = [_weight(m) for m in layers]
     if len(layers) == 2 and all(isinstance(m, nn.Linear) for m in layers):
-        return layers[1].weight @ layers[0].weight  # (out, r) @ (r, in)
+        return ws[1] @ ws[0]  # (out, r) @ (r, in)
     if len(layers) == 2 and all(isinstance(m, nn.Conv2d) for m in layers):
-        first, second = layers
-        if first.groups > 1:
-            return separable_reconstruct(first.weight, second.weight, first.groups)
-        return (second.weight.flatten(1) @ first.weight.flatten(1))[:, :, None, None]
+        groups = int(getattr(layers[0], "groups", 1))
+        if groups > 1:
+            return separable_reconstruct(ws[0], ws[1], groups)
+        return (ws[1].flatten(1) @ ws[0].flatten(1))[:, :, None, None]
     if len(layers) == 3 and all(isinstance(m, nn.Conv2d) for m in layers):
-        u_in = layers[0].weight[:, :, 0, 0].t()  # (I, r_in)
-        u_out = layers[2].weight[:, :, 0, 0]  # (O, r_out)
-        return tucker2_reconstruct(u_in, layers[1].weight, u_out)
+        u_in = ws[0][:, :, 0, 0].t()  # (I, r_in)
+        u_out = ws[2][:, :, 0, 0]  # (O, r_out)
+        return tucker2_reconstruct(u_in, ws[1], u_out)
     raise ValueError(f"not a low-rank replacement built by torchshrink.lowrank: {replacement!r}")
+
+
+def _weight(m: nn.Module) -> torch.Tensor:
+    w = getattr(m, "weight", None)
+    assert isinstance(w, torch.Tensor)
+    return w
 
 
 def _supported(m: nn.Module, config: FactorizeConfig) -> bool:
@@ -346,7 +353,7 @@ def _factorize_layer(
     kind, rank, new = built
     after = sum(p.numel() for p in new.parameters())
     with torch.no_grad():
-        w = layer.weight.detach()
+        w = _weight(layer).detach()
         w_hat = reconstructed_weight(new).reshape(w.shape)
         weight_error = float((w - w_hat).norm() / w.norm().clamp_min(1e-12))
         output_error = None

@@ -22,11 +22,13 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from torchshrink.core.errors import ConfigError
-from torchshrink.lowrank.tucker import check_conv
+from torchshrink.lowrank.tucker import check_conv, conv_geometry
 
 
 def separable_params(conv: nn.Conv2d, multiplier: int = 1) -> int:
@@ -104,11 +106,10 @@ def separable_factorize(conv: nn.Module, *, multiplier: int = 1) -> nn.Sequentia
     conv = check_conv(conv)
     dw_w, pw_w = separable_factors(conv.weight, multiplier)
     mid = conv.in_channels * multiplier
+    kernel: Any = conv.kernel_size
     dw = nn.Conv2d(
-        conv.in_channels, mid, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-        dilation=conv.dilation, groups=conv.in_channels, bias=False,
-        padding_mode=conv.padding_mode,
-    )  # fmt: skip
+        conv.in_channels, mid, kernel, groups=conv.in_channels, bias=False, **conv_geometry(conv)
+    )
     pw = nn.Conv2d(mid, conv.out_channels, 1, bias=conv.bias is not None)
     dw.weight.data.copy_(dw_w)
     pw.weight.data.copy_(pw_w)

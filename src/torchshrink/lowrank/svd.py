@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -163,10 +165,8 @@ def svd_factorize(layer: nn.Module, rank: int) -> nn.Sequential:
         second.weight.data.copy_(b)
     else:
         assert isinstance(layer, nn.Conv2d)
-        first = nn.Conv2d(
-            in_f, rank, 1, stride=layer.stride, padding=layer.padding, bias=False,
-            padding_mode=layer.padding_mode,
-        )  # fmt: skip
+        geometry: dict[str, Any] = {"stride": layer.stride, "padding": layer.padding}
+        first = nn.Conv2d(in_f, rank, 1, bias=False, padding_mode=layer.padding_mode, **geometry)
         second = nn.Conv2d(rank, out_f, 1, bias=bias is not None)
         first.weight.data.copy_(a[:, :, None, None])
         second.weight.data.copy_(b[:, :, None, None])

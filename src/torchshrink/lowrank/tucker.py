@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -43,6 +45,21 @@ def check_conv(conv: nn.Module) -> nn.Conv2d:
             f"Tucker-2 / separable factorization handles ungrouped nn.Conv2d, got {conv!r}"
         )
     return conv
+
+
+def conv_geometry(conv: nn.Conv2d) -> dict[str, Any]:
+    """Stride, padding, dilation and padding mode of ``conv`` as constructor keywords.
+
+    Example:
+        >>> conv_geometry(nn.Conv2d(1, 1, 3, stride=2))["stride"]
+        (2, 2)
+    """
+    return {
+        "stride": conv.stride,
+        "padding": conv.padding,
+        "dilation": conv.dilation,
+        "padding_mode": conv.padding_mode,
+    }
 
 
 def _leading(mat: torch.Tensor, r: int) -> torch.Tensor:
@@ -172,10 +189,8 @@ def tucker2_factorize(
     u_in, core, u_out = tucker2_decompose(conv.weight, ranks, als_iters=als_iters)
     r_in, r_out = ranks
     first = nn.Conv2d(conv.in_channels, r_in, 1, bias=False)
-    middle = nn.Conv2d(
-        r_in, r_out, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-        dilation=conv.dilation, bias=False, padding_mode=conv.padding_mode,
-    )  # fmt: skip
+    kernel: Any = conv.kernel_size
+    middle = nn.Conv2d(r_in, r_out, kernel, bias=False, **conv_geometry(conv))
     last = nn.Conv2d(r_out, conv.out_channels, 1, bias=conv.bias is not None)
     dtype = conv.weight.dtype
     first.weight.data.copy_(u_in.t()[:, :, None, None].to(dtype))  # (r_in, I, 1, 1)
