@@ -1,0 +1,191 @@
+"""Inference variants of one model: BN folding, channels_last, TorchScript freezing, compile.
+
+Each variant is an :class:`InferenceModule`: the transformed model plus the two run-time
+settings that belong to it, the memory format its 4-D inputs are converted to and the number of
+intra-op threads it runs with. Converting the input inside ``forward`` means a measured latency
+includes that conversion, so a variant is never credited with work done outside it.
+
+Why each transformation can pay on a CPU:
+
+* BN folding removes one memory-bound pass over every activation per conv layer;
+* channels_last (NHWC) lets oneDNN run its convolutions without reordering NCHW activations
+  into its blocked layout and back around every layer; small, pruned layers are dominated by
+  exactly those reorders;
+* ``torch.jit.trace`` + ``torch.jit.freeze`` inlines the weights as constants and fuses
+  conv + add + ReLU, removing per-op Python and dispatcher overhead, which is what limits
+  narrow layers;
+* ``torch.compile`` (inductor, CPU) generates fused C++ kernels; it needs a C++ compiler and
+  compiles for tens of seconds, so it is opt-in.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    >>> x = torch.randn(2, 3, 8, 8)
+    >>> v = build_variant(net, x, fold=True, channels_last=True, jit=True)
+    >>> bool(torch.allclose(v(x), net(x), atol=1e-5)), v.channels_last
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchshrink.core.forward import Inputs, call_model
+from torchshrink.quantize.fold import fold_bn
+
+
+class InferenceModule(nn.Module):
+    """A model prepared for inference, with its input memory format and thread count.
+
+    Args:
+        inner: the transformed model (an ``nn.Module``, a frozen ``ScriptModule`` or a
+            compiled module).
+        channels_last: convert 4-D floating-point inputs to ``torch.channels_last``.
+        threads: intra-op threads for each call (restored afterwards); ``None`` keeps torch's
+            current setting.
+
+    Example:
+        >>> import torch
+        >>> m = InferenceModule(torch.nn.Identity(), channels_last=True, threads=1)
+        >>> m(torch.zeros(1, 2, 3, 3)).is_contiguous(memory_format=torch.channels_last)
+        True
+    """
+
+    def __init__(
+        self, inner: nn.Module, *, channels_last: bool = False, threads: int | None = None
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.channels_last = channels_last
+        self.threads = threads
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.channels_last:
+            args = tuple(_to_channels_last(a) for a in args)
+            kwargs = {k: _to_channels_last(v) for k, v in kwargs.items()}
+        previous = torch.get_num_threads()
+        switch = self.threads is not None and self.threads != previous
+        if switch:
+            torch.set_num_threads(self.threads)  # type: ignore[arg-type]
+        try:
+            return self.inner(*args, **kwargs)
+        finally:
+            if switch:
+                torch.set_num_threads(previous)
+
+    def with_threads(self, threads: int | None) -> InferenceModule:
+        """The same prepared model (weights shared) with another thread count."""
+        return InferenceModule(self.inner, channels_last=self.channels_last, threads=threads)
+
+    def extra_repr(self) -> str:
+        return f"channels_last={self.channels_last}, threads={self.threads}"
+
+
+def build_variant(
+    model: nn.Module,
+    example_inputs: Inputs,
+    *,
+    fold: bool = True,
+    channels_last: bool = False,
+    jit: bool = False,
+    compile: bool = False,
+    threads: int | None = None,
+) -> InferenceModule:
+    """One inference variant of ``model`` (a copy: ``model`` is not changed).
+
+    Args:
+        model: the model to prepare.
+        example_inputs: inputs in the torchshrink convention (tensor, tuple or dict), used to
+            trace the model when ``jit`` is set.
+        fold: fold eval-mode BatchNorm into the preceding conv / linear layer.
+        channels_last: weights and 4-D inputs in ``torch.channels_last``.
+        jit: ``torch.jit.trace`` then ``torch.jit.freeze``.
+        compile: ``torch.compile`` with the inductor backend (after ``jit`` is not allowed).
+        threads: intra-op threads the variant runs with.
+
+    Raises:
+        ValueError: both ``jit`` and ``compile`` were asked for.
+        Exception: whatever tracing or compiling raises for this model; callers record it.
+
+    Example:
+        >>> import torch
+        >>> v = build_variant(torch.nn.Linear(3, 2), torch.zeros(1, 3), jit=True)
+        >>> v(torch.zeros(4, 3)).shape
+        torch.Size([4, 2])
+    """
+    if jit and compile:
+        raise ValueError("build_variant: choose one of jit and compile")
+    m = fold_bn(model) if fold else copy.deepcopy(model).eval()
+    if channels_last:
+        m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        example_inputs = _inputs_to_channels_last(example_inputs)
+    inner: nn.Module = m
+    if jit:
+        with torch.inference_mode(False), torch.no_grad():
+            traced = _trace(m, example_inputs)
+            inner = torch.jit.freeze(traced.eval())
+    elif compile:
+        inner = torch.compile(m, backend="inductor")  # type: ignore[assignment]
+    return InferenceModule(inner, channels_last=channels_last, threads=threads)
+
+
+def has_4d_input(example_inputs: Inputs) -> bool:
+    """Whether any floating-point input tensor is 4-D (the only case channels_last changes).
+
+    Example:
+        >>> import torch
+        >>> has_4d_input(torch.zeros(1, 3, 4, 4)), has_4d_input(torch.zeros(2, 3))
+        (True, False)
+    """
+    return any(_is_4d_float(t) for t in _flat(example_inputs))
+
+
+def _trace(model: nn.Module, example_inputs: Inputs) -> torch.jit.ScriptModule:
+    # strict=False lets models that return dicts or lists be traced.
+    if isinstance(example_inputs, Mapping):
+        return torch.jit.trace(model, example_kwarg_inputs=dict(example_inputs), strict=False)
+    if isinstance(example_inputs, list):
+        example_inputs = tuple(example_inputs)
+    return torch.jit.trace(model, example_inputs, strict=False)  # type: ignore[arg-type]
+
+
+def _is_4d_float(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and x.dim() == 4 and x.is_floating_point()
+
+
+def _to_channels_last(x: Any) -> Any:
+    return x.contiguous(memory_format=torch.channels_last) if _is_4d_float(x) else x
+
+
+def _inputs_to_channels_last(inputs: Inputs) -> Inputs:
+    if isinstance(inputs, Mapping):
+        return {k: _to_channels_last(v) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return tuple(_to_channels_last(v) for v in inputs)
+    return _to_channels_last(inputs)
+
+
+def _flat(inputs: Inputs) -> list[Any]:
+    if isinstance(inputs, Mapping):
+        return list(inputs.values())
+    if isinstance(inputs, (tuple, list)):
+        return list(inputs)
+    return [inputs]
+
+
+def run(model: nn.Module, inputs: Inputs) -> Any:
+    """Call ``model`` on ``inputs`` (tensor, tuple or dict convention) without gradients.
+
+    Example:
+        >>> import torch
+        >>> run(torch.nn.Identity(), {"input": torch.ones(1)})
+        tensor([1.])
+    """
+    with torch.inference_mode():
+        return call_model(model, inputs)

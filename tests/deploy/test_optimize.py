@@ -1,0 +1,180 @@
+"""optimize_for_inference: matching outputs, measured candidates, never-slower check, threads."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pydantic
+import pytest
+import torch
+from torch import nn
+
+from torchshrink.core.errors import ConfigError
+from torchshrink.core.zoo import create_zoo_model
+from torchshrink.deploy import (
+    InferenceModule,
+    OptimizeConfig,
+    SlowerThanBaselineWarning,
+    compare_to_baseline,
+    optimize_for_inference,
+    round_keep,
+)
+from torchshrink.deploy.timing import interleaved_times
+from torchshrink.graph import dependency_groups
+from torchshrink.prune.structured import remove_groups
+
+FAST = OptimizeConfig(rounds=3, warmup=1)
+
+
+def _conv_bn_net() -> nn.Module:
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 5),
+    )
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):  # non-trivial statistics, so folding changes weights
+            assert m.running_mean is not None and m.running_var is not None
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def test_conv_bn_output_matches_and_every_candidate_is_timed() -> None:
+    net = _conv_bn_net()
+    x = torch.randn(4, 3, 16, 16)
+    fast, rep = optimize_for_inference(net, x, threads=1, config=FAST)
+    with torch.inference_mode():
+        assert (fast(x) - net(x)).abs().max().item() <= rep.tolerance
+    names = {c.name for c in rep.candidates}
+    assert names == {
+        "eager",
+        "fold",
+        "fold+jit",
+        "fold+channels_last",
+        "fold+channels_last+jit",
+    }
+    assert all(c.median_ms > 0 and c.threads == 1 and c.error is None for c in rep.candidates)
+    assert all(c.matches and c.max_abs_diff <= 1e-4 for c in rep.candidates)
+    assert rep.chosen in names and rep.chosen_ms == pytest.approx(
+        next(c.median_ms for c in rep.candidates if c.name == rep.chosen)
+    )
+    assert rep.speedup == pytest.approx(rep.reference_ms / rep.chosen_ms)
+    assert isinstance(fast, InferenceModule) and fast.threads == 1
+
+
+def test_pruned_resnet20_output_matches() -> None:
+    model = create_zoo_model("resnet20").eval()
+    x = torch.randn(2, 3, 16, 16)
+    groups = dependency_groups(model, x[:1])
+    remove_groups(model, [(g, range(g.size // 2)) for g in groups])
+    assert model.get_submodule("layer1.0.conv1").out_channels == 8
+    cfg = OptimizeConfig(rounds=2, warmup=1)
+    fast, rep = optimize_for_inference(model, x, threads=1, config=cfg)
+    with torch.inference_mode():
+        ref = model(x)
+        diff = (fast(x) - ref).abs().max().item()
+    assert fast(x).shape == (2, 10)
+    assert diff <= 1e-4 + 1e-4 * ref.abs().max().item()
+    assert rep.tolerance == pytest.approx(1e-4 + 1e-4 * ref.abs().max().item(), rel=1e-5)
+    # The caller's model is not changed (BatchNorm still there, not folded in place).
+    assert isinstance(model.get_submodule("layer1.0.bn1"), nn.BatchNorm2d)
+
+
+def test_a_candidate_that_cannot_be_traced_is_reported_not_chosen() -> None:
+    class Tagged(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, str]:
+            return self.fc(x), "tag"  # a str output: TorchScript tracing refuses it
+
+    fast, rep = optimize_for_inference(Tagged(), torch.randn(3, 4), threads=1, config=FAST)
+    jit = next(c for c in rep.candidates if c.name == "fold+jit")
+    assert jit.error is not None and math.isnan(jit.median_ms) and not jit.matches
+    assert "jit" not in rep.chosen
+    assert fast(torch.zeros(1, 4))[1] == "tag"
+
+
+def test_never_slower_check_fires_on_a_slower_model() -> None:
+    with pytest.warns(SlowerThanBaselineWarning, match="SLOWER"):
+        check = compare_to_baseline(12.0, 10.0, name="pruned model")
+    assert check.slower and check.speedup == pytest.approx(10 / 12)
+    assert "pruned model" in check.message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a faster model must not warn
+        ok = compare_to_baseline(5.0, 10.0)
+    assert not ok.slower and ok.speedup == pytest.approx(2.0)
+    assert not compare_to_baseline(10.4, 10.0, margin=0.05).slower
+
+
+def test_never_slower_check_fires_end_to_end() -> None:
+    # The "pruned" model is 64x wider than its baseline: it must be reported as slower.
+    wide = nn.Sequential(nn.Conv2d(3, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 256, 3))
+    narrow = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    x = torch.randn(4, 3, 24, 24)
+    cfg = OptimizeConfig(rounds=3, warmup=1, jit=False, channels_last=False)
+    with pytest.warns(SlowerThanBaselineWarning, match="SLOWER"):
+        _, rep = optimize_for_inference(wide.eval(), x, threads=1, config=cfg, baseline=narrow)
+    assert rep.baseline is not None and rep.baseline.slower
+    assert rep.baseline.speedup < 1.0
+    assert rep.warnings and rep.warnings[0].startswith("SLOWER")
+    assert rep.baseline_report is not None and rep.baseline_report.chosen_ms > 0
+
+
+def test_thread_setting_is_restored_and_chosen_by_measurement() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        net = _conv_bn_net()
+        x = torch.randn(2, 3, 8, 8)
+        cfg = OptimizeConfig(rounds=2, warmup=1, thread_candidates=(1, 2), jit=False)
+        fast, rep = optimize_for_inference(net, x, config=cfg)
+        assert torch.get_num_threads() == 1
+        assert rep.threads in (1, 2) and fast.threads == rep.threads
+        assert {c.threads for c in rep.candidates if c.name == rep.chosen} == {1, 2}
+        two = fast.with_threads(2)
+        two(x)
+        assert torch.get_num_threads() == 1  # the call set 2 threads and restored 1
+        _, rep2 = optimize_for_inference(net, x, threads=2, config=cfg)
+        assert rep2.threads == 2 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_bad_settings_raise() -> None:
+    with pytest.raises(ConfigError, match="'threads' must be at least 1, got 0"):
+        optimize_for_inference(nn.Linear(2, 2), torch.zeros(1, 2), threads=0)
+    with pytest.raises(ConfigError, match="thread_candidates"):
+        optimize_for_inference(
+            nn.Linear(2, 2), torch.zeros(1, 2), config=OptimizeConfig(thread_candidates=(0,))
+        )
+    with pytest.raises(pydantic.ValidationError, match="rounds"):
+        OptimizeConfig(rounds=0)
+    with pytest.raises(pydantic.ValidationError, match="Extra inputs"):
+        OptimizeConfig(fast=True)  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="'rounds' must be at least 1"):
+        interleaved_times({"a": lambda: None}, rounds=0)
+
+
+def test_round_keep() -> None:
+    assert [round_keep(n, 16) for n in (1, 8, 23, 24, 33, 40, 64)] == [16, 16, 16, 32, 32, 48, 64]
+    assert round_keep(5, 16, total=12) == 12
+    assert round_keep(7, 1) == 7
+    assert round_keep(30, 8, total=64) == 32
+    with pytest.raises(ConfigError, match="'n' must be at least 1"):
+        round_keep(0, 16)
+    with pytest.raises(ConfigError, match="more than the layer's total of 8"):
+        round_keep(9, 16, total=8)
+    with pytest.raises(ConfigError, match="'multiple' must be at least 1"):
+        round_keep(4, 0)
