@@ -2,7 +2,8 @@
 
 ``torchshrink.prune`` names both this package and the :func:`~torchshrink.prune.pruner.prune`
 function, so the package itself is callable and forwards to it (as ``torchshrink.train`` does).
-Names are loaded lazily so that importing a submodule stays light.
+Names are loaded lazily so that importing a submodule stays light. The sensitivity function
+lives at ``torchshrink.prune.sensitivity.sensitivity`` (its module has the same name).
 
 Example:
     >>> import torchshrink
@@ -36,7 +37,6 @@ _LAZY = {
     "bake_masks": "masks",
     "get_masks": "masks",
     "residual_blocks": "blocks",
-    "sensitivity": "sensitivity",
     "SensitivityTable": "sensitivity",
     "SensitivityPoint": "sensitivity",
 }

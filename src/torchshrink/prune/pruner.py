@@ -209,7 +209,8 @@ class Pruner:
             achieved = self._prune_blocks(sparsity)
         else:
             achieved = self._prune_groups(sparsity)
-        self.done = sparsity
+        # N:M reaches its fixed pattern at once, whatever the schedule asked for.
+        self.done = self.config.target_sparsity if g == "nm" else sparsity
         stats = param_stats(self.model)
         self.history.append(
             StepRecord(self.t, sparsity, achieved, stats.params, stats.nonzero_params)
