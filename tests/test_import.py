@@ -45,7 +45,21 @@ def test_import_torchshrink_does_not_import_torch() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["load_model", "load_data", "save", "load", "profile", "evaluate", "train", "TrainConfig"]
+    "name",
+    [
+        "load_model",
+        "load_data",
+        "save",
+        "load",
+        "profile",
+        "evaluate",
+        "train",
+        "TrainConfig",
+        "prune",
+        "PruneConfig",
+        "factorize",
+        "FactorizeConfig",
+    ],
 )
 def test_lazy_public_names_resolve(name: str) -> None:
     import torchshrink

@@ -28,6 +28,8 @@ _LAZY = {
     "TrainConfig": "torchshrink.train.config:TrainConfig",
     "prune": "torchshrink.prune.pruner:prune",
     "PruneConfig": "torchshrink.prune.config:PruneConfig",
+    "factorize": "torchshrink.lowrank.factorize:factorize",
+    "FactorizeConfig": "torchshrink.lowrank.factorize:FactorizeConfig",
     "DataBundle": "torchshrink.core.databundle:DataBundle",
     "ModelSpec": "torchshrink.core.modelspec:ModelSpec",
 }
