@@ -1,0 +1,155 @@
+"""Centroid fine-tuning: per-cluster gradients, zeros kept, distinct values never grow."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+import torchshrink
+from torchshrink.cluster import cluster_weights
+from torchshrink.cluster.finetune import (
+    Assignment,
+    CentroidHook,
+    assignments_from_model,
+    finetune_centroids,
+)
+from torchshrink.core.databundle import DataBundle
+from torchshrink.core.errors import ConfigError
+from torchshrink.train.config import TrainConfig
+from torchshrink.train.hooks import TrainState
+from torchshrink.train.schedules import build_optimizer, build_scheduler
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits() -> DataBundle:
+    return torchshrink.load_data("digits")
+
+
+@pytest.fixture(scope="module")
+def trained(digits: DataBundle) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    torchshrink.train(model, digits, TrainConfig.preset("digits", epochs=6, show_progress=False))
+    return model.state_dict()
+
+
+def _clustered(bits: int = 3, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    torch.manual_seed(0)
+    model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    if state is not None:
+        model.load_state_dict(state)
+    with torch.no_grad():  # prune 80% so that zeros are part of every test
+        for m in (model.fc1, model.fc2, model.fc3):
+            m.weight.mul_(m.weight.abs() > m.weight.abs().flatten().quantile(0.8))
+    cluster_weights(model, bits)
+    return model
+
+
+def _distinct(t: torch.Tensor) -> int:
+    t = t.detach()
+    return int(torch.unique(t[t != 0]).numel())
+
+
+def test_assignments_reconstruct_the_weights_compactly() -> None:
+    model = _clustered()
+    a = assignments_from_model(model)
+    assert list(a) == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    for key, asg in a.items():
+        w = model.get_parameter(key).detach()
+        assert asg.labels.dtype == torch.int16 and asg.labels.shape == w.shape
+        assert asg.clusters == _distinct(w) <= 8
+        assert torch.equal(asg.weight(), w)
+        assert int((asg.labels == -1).sum()) == int((w == 0).sum())
+
+
+def test_finetune_keeps_zeros_and_never_grows_distinct_values(
+    digits: DataBundle, trained: dict[str, torch.Tensor]
+) -> None:
+    model = _clustered(2, trained)  # 4 centroids per layer: accuracy drops, fine-tuning helps
+    clustered_acc = torchshrink.evaluate(model, digits.test).accuracy
+    zeros = {k: (p == 0).clone() for k, p in model.named_parameters() if k.endswith("weight")}
+    before = {k: _distinct(model.get_parameter(k)) for k in zeros}
+    old_codebooks = {k: a.codebook.clone() for k, a in assignments_from_model(model).items()}
+    cfg = TrainConfig(epochs=2, lr=0.002, batch_size=64, show_progress=False)
+    result = finetune_centroids(model, digits, cfg)
+    for key, mask in zeros.items():
+        w = model.get_parameter(key).detach()
+        assert torch.equal(w == 0, mask)  # pruned zeros stay zero, and no survivor hits zero
+        assert _distinct(w) == result.clusters[key] <= before[key]
+        asg = result.assignments[key]
+        assert torch.equal(asg.weight(), w)  # every weight equals its (updated) centroid
+        assert not torch.equal(asg.codebook, old_codebooks[key])  # the centroids did move
+    assert result.train.final_accuracy > clustered_acc + 0.01
+
+
+def _one_step(model: nn.Module, reduce: str, lr: float) -> CentroidHook:
+    hook = CentroidHook(assignments_from_model(model), reduce=reduce)  # type: ignore[arg-type]
+    cfg = TrainConfig(epochs=1, lr=lr, momentum=0.0, weight_decay=0.0, schedule="constant")
+    opt = build_optimizer(model, cfg)
+    state = TrainState(model, opt, build_scheduler(opt, cfg, steps_per_epoch=1), cfg)
+    hook.on_train_start(state)
+    x = torch.randn(16, 4)
+    model(x).pow(2).sum().backward()
+    hook.before_step(state)
+    opt.step()
+    hook.after_step(state)
+    return hook
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_centroid_moves_by_lr_times_cluster_gradient(reduce: str) -> None:
+    model = nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.5, 0.0, -0.25, 0.5], [-0.25, 0.5, 0.0, -0.25]]))
+    ref = nn.Linear(4, 2, bias=False)
+    ref.weight.data.copy_(model.weight.data)
+    torch.manual_seed(1)
+    x = torch.randn(16, 4)
+    ref(x).pow(2).sum().backward()
+    g = ref.weight.grad
+    assert g is not None
+    labels = assignments_from_model(model)["weight"].labels.long()
+    torch.manual_seed(1)
+    hook = _one_step(model, reduce, lr=0.01)
+    w = model.weight.detach()
+    for c, value in enumerate([-0.25, 0.5]):
+        members = labels == c
+        step = g[members].sum() / (members.sum() if reduce == "mean" else 1)
+        assert float(hook.assignments["weight"].codebook[c]) == pytest.approx(
+            value - 0.01 * float(step), abs=1e-6
+        )
+        assert torch.unique(w[members]).numel() == 1
+    assert float(w[0, 1]) == 0.0 and float(w[1, 2]) == 0.0
+
+
+def test_errors_name_the_layer() -> None:
+    model = nn.Sequential(nn.Linear(64, 64))
+    with pytest.raises(ConfigError, match=r"layer '0' has \d+ distinct non-zero weights"):
+        assignments_from_model(model, max_clusters=256)
+    with pytest.raises(ConfigError, match="'nope' is not a module with a weight"):
+        assignments_from_model(model, ["nope"])
+    with pytest.raises(ConfigError, match="reduce must be 'sum' or 'mean'"):
+        CentroidHook({}, reduce="max")  # type: ignore[arg-type]
+    bad = {"0.weight": Assignment(torch.zeros(3, 3, dtype=torch.int16), torch.ones(1))}
+    with pytest.raises(ConfigError, match=r"labels have shape \(3, 3\), the parameter has"):
+        _one_step_hook(model, bad)
+    with pytest.raises(ConfigError, match="'x.weight' names no parameter"):
+        _one_step_hook(model, {"x.weight": bad["0.weight"]})
+
+
+def _one_step_hook(model: nn.Module, assignments: dict[str, Assignment]) -> None:
+    cfg = TrainConfig(epochs=1)
+    opt = build_optimizer(model, cfg)
+    state = TrainState(model, opt, build_scheduler(opt, cfg, steps_per_epoch=1), cfg)
+    CentroidHook(assignments).on_train_start(state)
