@@ -144,7 +144,7 @@ def test_errors_name_the_layer() -> None:
     bad = {"0.weight": Assignment(torch.zeros(3, 3, dtype=torch.int16), torch.ones(1))}
     with pytest.raises(ConfigError, match=r"labels have shape \(3, 3\), the parameter has"):
         _one_step_hook(model, bad)
-    with pytest.raises(ConfigError, match="'x.weight' names no parameter"):
+    with pytest.raises(ConfigError, match=r"'x\.weight' names no parameter"):
         _one_step_hook(model, {"x.weight": bad["0.weight"]})
 
 
