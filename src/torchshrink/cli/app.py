@@ -254,7 +254,7 @@ def zoo(json_out: JsonOpt = False) -> None:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/demo"),
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
     seed: SeedOpt = 0,
 ) -> None:
     """The embedded default job: train a zoo model on scikit-learn's digits and profile it."""

@@ -15,7 +15,7 @@ DEMO_MODEL = "zoo:resnet20"
 DEMO_DATA = "digits"
 
 
-def run_demo(out: Path, *, epochs: int = 30, seed: int = 0, console: Console | None = None) -> dict:
+def run_demo(out: Path, *, epochs: int = 10, seed: int = 0, console: Console | None = None) -> dict:
     """Train, save, reload and profile; write ``profile.json`` into ``out``; return the record."""
     import json
 
