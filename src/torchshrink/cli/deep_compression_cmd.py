@@ -1,0 +1,130 @@
+"""``torchshrink deep-compression``: prune, share weights, Huffman-code and save in one command.
+
+A thin wrapper over :func:`torchshrink.pipeline.deep_compression`.
+
+Example:
+    >>> parse_ratios("fc1=0.92,fc2=0.91")
+    {'fc1': 0.92, 'fc2': 0.91}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from torchshrink.cli.common import example_batch, print_json, resolve
+from torchshrink.core.errors import ConfigError
+
+_Model = Annotated[
+    str,
+    typer.Argument(
+        metavar="MODEL",
+        help="Model reference: zoo:NAME, path/to/file.py:factory, hf:DIR, or a model file.",
+    ),
+]
+
+
+def parse_ratios(text: str | None) -> dict[str, float]:
+    """``"fc1=0.92,fc2=0.91"`` -> ``{"fc1": 0.92, "fc2": 0.91}``."""
+    out: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"--layer-ratios: expected NAME=RATIO pairs like fc1=0.92,fc2=0.91, got '{part}'"
+            ) from None
+    return out
+
+
+def deep_compression_command(
+    model_ref: _Model,
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="Data reference: digits, npz:PATH, ...")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The compressed model file to write.")],
+    prune_ratio: Annotated[
+        float, typer.Option(help="Fraction of each Linear / Conv weight removed, in [0, 1).")
+    ] = 0.92,
+    layer_ratios: Annotated[
+        str | None, typer.Option(help="Per-layer ratios NAME=RATIO,... (override --prune-ratio).")
+    ] = None,
+    prune_steps: Annotated[int, typer.Option(help="Rounds of prune + fine-tune.")] = 3,
+    fc_bits: Annotated[int, typer.Option(help="Index bits of fully connected layers.")] = 5,
+    conv_bits: Annotated[int, typer.Option(help="Index bits of convolution layers.")] = 8,
+    finetune_epochs: Annotated[
+        int, typer.Option(help="Fine-tuning epochs per pruning round and for the centroids.")
+    ] = 2,
+    centroid_lr: Annotated[float, typer.Option(help="Learning rate of centroid tuning.")] = 1e-3,
+    model_arg: Annotated[
+        list[str] | None,
+        typer.Option("--model-arg", "-m", help="Factory option key=value (repeatable)."),
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="Weights to load first.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for data, init and training.")] = 0,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Keep only the first N samples per split.")
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print a JSON record instead of a table.")
+    ] = False,
+) -> None:
+    """Deep Compression of MODEL on DATA: prune, cluster, tune centroids, Huffman-code, save."""
+    from torchshrink.pipeline.deep_compression import DeepCompressionConfig, deep_compression
+    from torchshrink.train.config import TrainConfig
+
+    def ft(lr: float | None = None) -> TrainConfig | None:
+        if finetune_epochs <= 0:
+            return None
+        extra = {} if lr is None else {"lr": lr}
+        return TrainConfig.preset(
+            "finetune", epochs=finetune_epochs, seed=seed, show_progress=not json_out, **extra
+        )
+
+    config = DeepCompressionConfig(
+        prune_ratio=prune_ratio,
+        layer_ratios=parse_ratios(layer_ratios),
+        prune_steps=prune_steps,
+        prune_finetune=ft(),
+        fc_bits=fc_bits,
+        conv_bits=conv_bits,
+        centroid_finetune=ft(centroid_lr),
+        seed=seed,
+    )
+    loaded = resolve(
+        model_ref, model_args=model_arg, weights=weights, data_ref=data, seed=seed, limit=limit
+    )
+    assert loaded.data is not None  # --data is required
+    inputs = example_batch(loaded.model, input_shape=None, data=loaded.data, batch_size=1)
+    result = deep_compression(
+        loaded.model, loaded.data, path=out, config=config, example_inputs=inputs
+    )
+    record = {"model": model_ref, "data": data, **result.to_dict()}
+    if json_out:
+        print_json(record)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"deep compression of {model_ref}")
+    for col in ("stage", "error %", "non-zeros", "file bytes", "ratio"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for s in result.stages:
+        table.add_row(
+            s.stage,
+            f"{100 * s.error:.2f}",
+            f"{s.nonzeros:,}",
+            f"{s.file_bytes:,}",
+            f"{s.ratio:.1f}x",
+        )
+    Console().print(table)
+    typer.echo(f"saved {result.path} ({result.ratio:.1f}x smaller than dense fp32)")

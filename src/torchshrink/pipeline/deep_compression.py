@@ -1,0 +1,345 @@
+"""Deep Compression (Han et al. 2016) as one call: prune, share weights, Huffman-code, save.
+
+Stages, each measured (test accuracy, non-zero parameters, bytes of the file it would write):
+
+1. ``dense``: the model as given, saved as a plain fp32 model file.
+2. ``pruned``: magnitude pruning of Linear / Conv weights, iteratively with fine-tuning
+   (:func:`torchshrink.prune`).
+3. ``clustered``: per-layer k-means weight sharing with linear initialisation
+   (:func:`torchshrink.cluster.cluster_weights`; 5 bits for fully connected and 8 for
+   convolution layers by default, as in the paper).
+4. ``centroids``: fine-tuning of the shared centroids (gradients summed per cluster, pruned
+   zeros kept; :func:`torchshrink.cluster.finetune.finetune_centroids`).
+5. ``huffman``: the Huffman-coded model file (:func:`torchshrink.codec.save_compressed`)
+   written to ``path``, loaded back with :func:`torchshrink.load` and evaluated again.
+
+The bytes of stages 2-4 are those of a Huffman-coded file of that stage's model (written to a
+temporary folder), so every stage is priced the same way. The compression ratio is the dense
+fp32 bytes of every floating-point tensor divided by the bytes of the whole file, headers,
+codebooks, positions and uncoded biases included.
+
+Example:
+    >>> import torchshrink
+    >>> from torchshrink.train.config import TrainConfig
+    >>> data = torchshrink.load_data("digits", limit=300)
+    >>> m = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    >>> ft = TrainConfig(epochs=1, lr=0.01, show_progress=False)
+    >>> cfg = DeepCompressionConfig(prune_ratio=0.8, prune_steps=1, prune_finetune=ft,
+    ...                             centroid_finetune=ft.model_copy(update={"lr": 1e-3}))
+    >>> r = deep_compression(m, data, config=cfg, path="/tmp/dc_doc.safetensors")
+    >>> [s.stage for s in r.stages]
+    ['dense', 'pruned', 'clustered', 'centroids', 'huffman']
+    >>> r.ratio > 10
+    True
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+
+from torchshrink.cluster.finetune import assignments_from_model, finetune_centroids
+from torchshrink.cluster.kmeans_share import LAYER_TYPES, cluster_weights
+from torchshrink.codec.report import CompressedReport
+from torchshrink.codec.save import save_compressed
+from torchshrink.core.databundle import DataBundle
+from torchshrink.core.errors import ConfigError
+from torchshrink.core.forward import Inputs
+from torchshrink.core.modelfile import load, save
+from torchshrink.measure.accuracy import evaluate
+from torchshrink.measure.params import param_stats
+from torchshrink.prune.config import PruneConfig
+from torchshrink.prune.pruner import prune
+from torchshrink.train.config import TrainConfig
+
+
+def _default_finetune() -> TrainConfig:
+    return TrainConfig.preset("finetune", epochs=2)
+
+
+def _default_centroid_finetune() -> TrainConfig:
+    return TrainConfig.preset("finetune", epochs=2, lr=1e-3)
+
+
+class DeepCompressionConfig(BaseModel):
+    """Settings of :func:`deep_compression`.
+
+    Attributes:
+        prune_ratio: fraction of each Linear / Conv weight removed (Deep Compression kept
+            about 8% of LeNet's weights); ``0`` skips pruning.
+        layer_ratios: ``{name_or_regex: ratio}`` overriding ``prune_ratio`` per layer.
+        prune_steps: rounds of prune + fine-tune (each removes the same fraction of what is
+            left); ``1`` prunes at once.
+        prune_finetune: training after each pruning round; ``None`` does not train.
+        fc_bits: index bits of fully connected layers (``2**bits`` shared values).
+        conv_bits: index bits of convolution layers.
+        layer_bits: ``{name_or_regex: bits}`` overriding ``fc_bits`` / ``conv_bits``.
+        centroid_finetune: training of the shared centroids; ``None`` does not train.
+        centroid_reduce: per-cluster gradient, ``"sum"`` (the paper's) or ``"mean"``.
+        index_bits: bits per relative position of sparse tensors (``None``: the smallest file).
+        ignore: module names or regexes left dense and unshared.
+        seed: seeds pruning; the training seeds are those of the TrainConfigs.
+
+    Example:
+        >>> DeepCompressionConfig(prune_ratio=0.9, layer_ratios={"fc3": 0.75}).fc_bits
+        5
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prune_ratio: float = Field(default=0.92, ge=0, lt=1)
+    layer_ratios: dict[str, float] = Field(default_factory=dict)
+    prune_steps: int = Field(default=3, ge=1)
+    prune_finetune: TrainConfig | None = Field(default_factory=_default_finetune)
+    fc_bits: int = Field(default=5, ge=1, le=16)
+    conv_bits: int = Field(default=8, ge=1, le=16)
+    layer_bits: dict[str, int] = Field(default_factory=dict)
+    centroid_finetune: TrainConfig | None = Field(default_factory=_default_centroid_finetune)
+    centroid_reduce: Literal["sum", "mean"] = "sum"
+    index_bits: int | None = Field(default=None, ge=1, le=16)
+    ignore: tuple[str, ...] = ()
+    seed: int = 0
+
+    @field_validator("layer_ratios")
+    @classmethod
+    def _check_ratios(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, r in v.items():
+            if not 0.0 <= r < 1.0:
+                raise ValueError(f"layer_ratios['{name}'] must be in [0, 1), got {r}")
+        return v
+
+    @field_validator("layer_bits")
+    @classmethod
+    def _check_bits(cls, v: dict[str, int]) -> dict[str, int]:
+        for name, b in v.items():
+            if not 1 <= b <= 16:
+                raise ValueError(f"layer_bits['{name}'] must be in 1..16, got {b}")
+        return v
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """Measurements after one stage.
+
+    Attributes:
+        stage: ``dense``, ``pruned``, ``clustered``, ``centroids`` or ``huffman``.
+        accuracy: test accuracy (for ``huffman``: of the model loaded back from the file).
+        nonzeros: non-zero parameters.
+        params: parameters.
+        dense_bytes: fp32 bytes of every floating-point tensor (the ratio's numerator).
+        file_bytes: bytes of the model file this stage writes.
+        ratio: ``dense_bytes / file_bytes``.
+        seconds: wall time of the stage (training included).
+    """
+
+    stage: str
+    accuracy: float
+    nonzeros: int
+    params: int
+    dense_bytes: int
+    file_bytes: int
+    ratio: float
+    seconds: float
+
+    @property
+    def error(self) -> float:
+        """``1 - accuracy``."""
+        return 1.0 - self.accuracy
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One compressed layer: what fraction of its weights is left and how many values."""
+
+    name: str
+    weights: int
+    kept: float
+    bits: int
+    clusters: int
+
+
+@dataclass(frozen=True)
+class DeepCompressionResult:
+    """What :func:`deep_compression` did.
+
+    Attributes:
+        model: the compressed model (the object passed in).
+        path: the Huffman-coded model file.
+        config: the settings used.
+        stages: one record per stage, in order.
+        layers: per-layer pruning and sharing results.
+        report: the file's size breakdown.
+    """
+
+    model: nn.Module
+    path: Path
+    config: DeepCompressionConfig
+    stages: tuple[StageRecord, ...]
+    layers: tuple[LayerRecord, ...]
+    report: CompressedReport
+
+    @property
+    def ratio(self) -> float:
+        """Dense fp32 bytes / bytes of the saved file."""
+        return self.stages[-1].ratio
+
+    def stage(self, name: str) -> StageRecord:
+        """The record of stage ``name``.
+
+        Raises:
+            KeyError: no such stage.
+        """
+        for s in self.stages:
+            if s.stage == name:
+                return s
+        raise KeyError(f"no stage '{name}'; stages: {[s.stage for s in self.stages]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (no model)."""
+        return {
+            "path": str(self.path),
+            "ratio": self.ratio,
+            "config": self.config.model_dump(mode="json"),
+            "stages": [{**asdict(s), "error": s.error} for s in self.stages],
+            "layers": [asdict(layer) for layer in self.layers],
+            "breakdown": self.report.breakdown(),
+        }
+
+
+def _bits_map(model: nn.Module, config: DeepCompressionConfig) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, LAYER_TYPES):
+            continue
+        if any(name == p or re.fullmatch(p, name) for p in config.ignore):
+            continue
+        bits = config.conv_bits if isinstance(module, nn.modules.conv._ConvNd) else config.fc_bits
+        for pattern, b in config.layer_bits.items():
+            if name == pattern or re.fullmatch(pattern, name):
+                bits = b
+                break
+        out[name] = bits
+    if not out:
+        raise ConfigError(f"no Linear / Conv layer to compress in {type(model).__name__}")
+    return out
+
+
+def _weight(model: nn.Module, name: str) -> torch.Tensor:
+    w = model.get_submodule(name).weight
+    assert isinstance(w, torch.Tensor)  # _bits_map only keeps Linear / Conv layers
+    return w.detach()
+
+
+def _measure(
+    stage: str, model: nn.Module, data: DataBundle, file_bytes: int, dense: int, t0: float
+) -> StageRecord:
+    stats = param_stats(model)
+    return StageRecord(
+        stage=stage,
+        accuracy=evaluate(model, data.test, batch_size=512).accuracy,
+        nonzeros=stats.nonzero_params,
+        params=stats.params,
+        dense_bytes=dense,
+        file_bytes=file_bytes,
+        ratio=dense / file_bytes,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def deep_compression(
+    model: nn.Module,
+    data: DataBundle,
+    *,
+    path: str | Path,
+    config: DeepCompressionConfig | None = None,
+    example_inputs: Inputs | None = None,
+) -> DeepCompressionResult:
+    """Prune, share weights, fine-tune centroids and save a Huffman-coded file, **in place**.
+
+    Args:
+        model: a trained classifier with a spec (from :func:`torchshrink.load_model`).
+        data: its training and test data.
+        path: where the compressed model file goes.
+        config: the settings; :class:`DeepCompressionConfig` defaults when ``None``.
+        example_inputs: inputs the model runs on; one sample of ``data`` when ``None``.
+
+    Raises:
+        ConfigError: nothing to compress, or a model without a spec.
+        ShapeError: the model does not run on ``example_inputs``.
+
+    Example:
+        >>> r = deep_compression(m, data, config=cfg, path="/tmp/dc.safetensors")  # doctest: +SKIP
+        >>> r.stage("huffman").accuracy, r.ratio  # doctest: +SKIP
+        (0.9842, 61.3)
+    """
+    config = config or DeepCompressionConfig()
+    path = Path(path)
+    bits = _bits_map(model, config)
+    if example_inputs is None:
+        example_inputs = data.example_inputs(1)
+    dense = sum(4 * t.numel() for t in model.state_dict().values() if t.is_floating_point())
+    tmp = tempfile.TemporaryDirectory(prefix="torchshrink_dc_")
+    stages: list[StageRecord] = []
+
+    def coded_bytes(name: str) -> int:
+        file = Path(tmp.name) / f"{name}.safetensors"
+        return save_compressed(model, file, index_bits=config.index_bits).file_bytes
+
+    with tmp:
+        t0 = time.perf_counter()
+        plain = save(model, Path(tmp.name) / "dense.safetensors")
+        stages.append(_measure("dense", model, data, plain.stat().st_size, dense, t0))
+        weights0 = {n: _weight(model, n).numel() for n in bits}
+
+        t0 = time.perf_counter()
+        if config.prune_ratio > 0 or config.layer_ratios:
+            pc = PruneConfig(
+                granularity="unstructured",
+                method="l1",
+                ratio=config.prune_ratio,
+                layer_ratios=config.layer_ratios,
+                ignore=config.ignore,
+                schedule="iterative" if config.prune_steps > 1 else "oneshot",
+                steps=config.prune_steps,
+                finetune=config.prune_finetune,
+                seed=config.seed,
+            )
+            prune(model, pc, example_inputs=example_inputs, data=data)
+        stages.append(_measure("pruned", model, data, coded_bytes("pruned"), dense, t0))
+
+        t0 = time.perf_counter()
+        report = cluster_weights(model, bits)
+        stages.append(_measure("clustered", model, data, coded_bytes("clustered"), dense, t0))
+
+        t0 = time.perf_counter()
+        assignments = assignments_from_model(model, report)
+        if config.centroid_finetune is not None:
+            finetune_centroids(
+                model,
+                data,
+                config.centroid_finetune,
+                assignments=assignments,
+                reduce=config.centroid_reduce,
+            )
+        stages.append(_measure("centroids", model, data, coded_bytes("centroids"), dense, t0))
+
+    t0 = time.perf_counter()
+    final = save_compressed(model, path, index_bits=config.index_bits)
+    loaded = load(path)
+    stages.append(_measure("huffman", loaded, data, final.file_bytes, dense, t0))
+    layers = []
+    for name, b in bits.items():
+        w = _weight(model, name)
+        nz = w[w != 0]
+        layers.append(
+            LayerRecord(name, weights0[name], nz.numel() / w.numel(), b, torch.unique(nz).numel())
+        )
+    return DeepCompressionResult(model, path, config, tuple(stages), tuple(layers), final)

@@ -1,0 +1,84 @@
+"""`torchshrink deep-compression` end to end on digits (a tiny run) and its usage errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+import torchshrink
+from torchshrink.cli.app import main
+from torchshrink.cli.deep_compression_cmd import parse_ratios
+from torchshrink.core.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_json_record_has_every_stage_and_the_file_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "dc.safetensors"
+    rc, text, err = _run(
+        capsys,
+        "deep-compression", "zoo:lenet300", "--data", "digits", "--limit", "300",
+        "--prune-ratio", "0.9", "--layer-ratios", "fc3=0.5", "--prune-steps", "1",
+        "--fc-bits", "4", "--finetune-epochs", "1", "--out", str(out), "--json",
+    )  # fmt: skip
+    assert rc == 0, err
+    rec = json.loads(text)
+    assert [s["stage"] for s in rec["stages"]] == [
+        "dense", "pruned", "clustered", "centroids", "huffman",
+    ]  # fmt: skip
+    assert rec["stages"][0]["nonzeros"] == 50610
+    assert rec["ratio"] == pytest.approx(4 * 50610 / out.stat().st_size)
+    assert rec["ratio"] > 15
+    layers = {x["name"]: x for x in rec["layers"]}
+    assert layers["fc1"]["kept"] == pytest.approx(0.1, abs=0.002)
+    assert layers["fc3"]["kept"] == pytest.approx(0.5, abs=0.01)
+    assert all(x["bits"] == 4 and x["clusters"] <= 16 for x in layers.values())
+    model = torchshrink.load(out)
+    w = model.fc1.weight.detach()
+    assert torch.unique(w[w != 0]).numel() <= 16
+
+
+def test_table_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, text, err = _run(
+        capsys,
+        "deep-compression", "zoo:lenet300", "--data", "digits", "--limit", "200",
+        "--prune-steps", "1", "--finetune-epochs", "0", "--out", str(tmp_path / "t.ts"),
+    )  # fmt: skip
+    assert rc == 0, err
+    assert "huffman" in text and "smaller than dense fp32" in text
+
+
+def test_usage_errors_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _, err = _run(
+        capsys, "deep-compression", "zoo:lenet300", "--data", "digits",
+        "--layer-ratios", "fc1:0.9", "--out", str(tmp_path / "x.ts"),
+    )  # fmt: skip
+    assert rc == 2 and err.startswith("error: --layer-ratios: expected NAME=RATIO")
+    rc, _, err = _run(
+        capsys, "deep-compression", "zoo:lenet300", "--data", "digits", "--limit", "50",
+        "--prune-ratio", "1.5", "--out", str(tmp_path / "x.ts"),
+    )  # fmt: skip
+    assert rc == 2 and "prune_ratio" in err and "Traceback" not in err
+    assert parse_ratios("fc1=0.92, fc2=0.5") == {"fc1": 0.92, "fc2": 0.5}
+    with pytest.raises(ConfigError, match="NAME=RATIO"):
+        parse_ratios("=0.3")
