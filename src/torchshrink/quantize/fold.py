@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-
 from typing import Any
 
 import torch
