@@ -45,11 +45,6 @@ def test_half_of_the_channels_go_and_the_model_still_works(name: str, tmp_path: 
     with torch.no_grad():
         y = call_model(model, x)
     assert y.shape == shape and bool(torch.isfinite(y).all())
-    if name == "transformer":
-        pytest.xfail(
-            "the model file cannot rebuild graph.mha.PrunedMultiheadAttention yet: the type is "
-            "not registered with core.modulestate.register_module_state"
-        )
     back = torchshrink.load(torchshrink.save(model, tmp_path / f"{name}.safetensors"))
     with torch.no_grad():
         torch.testing.assert_close(call_model(back, x), y)
@@ -63,3 +58,26 @@ def test_unstructured_masks_are_baked_into_the_saved_file(tmp_path: Path) -> Non
     back = torchshrink.load(torchshrink.save(model, tmp_path / "l300.safetensors"))
     nz = sum(int((p != 0).sum()) for p in back.parameters())
     assert nz == r.nonzero_after and r.sparsity > 0.85
+
+
+def test_head_pruned_transformer_loads_in_a_fresh_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    model = torchshrink.load_model("zoo:transformer")
+    x = model.example_inputs(2)  # type: ignore[operator]
+    prune(model, PruneConfig(granularity="head", ratio=0.5), example_inputs=x)
+    with torch.no_grad():
+        y = model(x)
+    torchshrink.save(model, tmp_path / "t.safetensors")
+    torch.save({"x": x, "y": y}, tmp_path / "io.pt")
+    code = (
+        "import torch, torchshrink; "
+        f"m = torchshrink.load(r'{tmp_path / 't.safetensors'}'); "
+        f"io = torch.load(r'{tmp_path / 'io.pt'}', weights_only=True); "
+        "torch.testing.assert_close(m(io['x']), io['y']); "
+        "print(type(m.layers[0].self_attn).__name__, m.layers[0].self_attn.num_heads)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert out.stdout.split() == ["PrunedMultiheadAttention", "2"]

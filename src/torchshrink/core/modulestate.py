@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -136,6 +137,10 @@ def build_module(type_name: str, attrs: Mapping[str, Any], *, where: str) -> nn.
     """
     _ensure_builtins()
     state = _ALLOWED.get(type_name)
+    provider = _PROVIDERS.get(type_name)
+    if state is None and provider is not None:
+        importlib.import_module(provider)  # a fixed torchshrink module, never a name from the file
+        state = _ALLOWED.get(type_name)
     if state is None:
         raise ModelFileError(
             f"module '{where}' is of type '{type_name}' in the model file, which torchshrink "
@@ -243,6 +248,13 @@ def _like(current: Any, value: Any) -> Any:
     if isinstance(value, list) and not isinstance(current, list):
         return _tupled(value)
     return value
+
+
+# torchshrink's own module types that model files may name, and the module registering each.
+# Lazily imported (so `import torchshrink` stays light); the keys come from this table only.
+_PROVIDERS: dict[str, str] = {
+    "torchshrink.graph.mha.PrunedMultiheadAttention": "torchshrink.graph.mha",
+}
 
 
 def _ensure_builtins() -> None:

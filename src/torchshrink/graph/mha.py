@@ -19,16 +19,45 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from torchshrink.core.modulestate import register_module_state
 
 
 class PrunedMultiheadAttention(nn.MultiheadAttention):
     """Multi-head attention with ``num_heads * head_dim`` inner width (any input width).
 
-    Not constructed directly: see :func:`to_pruned`.
+    Usually made by :func:`to_pruned`; the constructor exists so that model files can rebuild
+    it (the recorded attributes and tensors then give it its pruned shapes).
     """
+
+    def __init__(
+        self,
+        num_heads: int,
+        head_dim: int,
+        *,
+        dropout: float = 0.0,
+        bias: bool = True,
+        add_bias_kv: bool = False,
+        add_zero_attn: bool = False,
+        batch_first: bool = False,
+    ) -> None:
+        # Built at its inner width so the parameters carry the stock names (in_proj_weight,
+        # in_proj_bias, out_proj); embed_dim / kdim / vdim are restored by the model file.
+        super().__init__(
+            num_heads * head_dim,
+            num_heads,
+            dropout=dropout,
+            bias=bias,
+            add_bias_kv=add_bias_kv,
+            add_zero_attn=add_zero_attn,
+            batch_first=batch_first,
+        )
+        self._qkv_same_embed_dim = False
 
     def forward(  # type: ignore[override]
         self,
@@ -109,3 +138,36 @@ def to_pruned(module: nn.MultiheadAttention) -> PrunedMultiheadAttention:
     module._qkv_same_embed_dim = False
     module.out_proj.out_features, module.out_proj.in_features = module.out_proj.weight.shape
     return module  # type: ignore[return-value]
+
+
+def _pruned_mha_ctor_values(m: nn.Module) -> dict[str, Any]:
+    return {
+        "bias": getattr(m, "in_proj_bias", None) is not None,
+        "add_bias_kv": getattr(m, "bias_k", None) is not None,
+        "add_zero_attn": bool(getattr(m, "add_zero_attn", False)),
+    }
+
+
+register_module_state(
+    PrunedMultiheadAttention,
+    attrs=(
+        "embed_dim",
+        "num_heads",
+        "head_dim",
+        "kdim",
+        "vdim",
+        "_qkv_same_embed_dim",
+        "dropout",
+        "batch_first",
+    ),
+    ctor=(
+        "num_heads",
+        "head_dim",
+        "dropout",
+        "bias",
+        "add_bias_kv",
+        "add_zero_attn",
+        "batch_first",
+    ),
+    derived=_pruned_mha_ctor_values,
+)
