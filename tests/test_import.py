@@ -58,6 +58,8 @@ def test_import_torchshrink_does_not_import_torch() -> None:
         "prune",
         "PruneConfig",
         "factorize",
+        "quantize",
+        "QuantConfig",
         "FactorizeConfig",
     ],
 )
@@ -81,3 +83,28 @@ def test_core_api_modules_import_no_optional_package() -> None:
         "torchshrink.measure.profile, torchshrink.train.loop, torchshrink.cli.app"
     )
     assert _imported_after(code) == []
+
+
+def test_family_packages_stay_callable_after_submodule_imports() -> None:
+    code = (
+        "import torch, torchshrink; "
+        "import torchshrink.train.config, torchshrink.prune.config, torchshrink.quantize.spec; "
+        "print(all(callable(getattr(torchshrink, n)) for n in ('train', 'prune', 'quantize')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_callable_quantize_package_runs_ptq() -> None:
+    import torch
+    from torch import nn
+
+    import torchshrink
+    import torchshrink.quantize.spec
+
+    model = nn.Sequential(nn.Linear(4, 3))
+    q = torchshrink.quantize(
+        model, torchshrink.QuantConfig.preset("w8"), calibration=[torch.randn(2, 4)]
+    )
+    assert type(q[0]).__name__ == "QuantLinear"
+    assert type(model[0]) is nn.Linear  # a new model; the input is untouched

@@ -28,6 +28,8 @@ _LAZY = {
     "TrainConfig": "torchshrink.train.config:TrainConfig",
     "prune": "torchshrink.prune.pruner:prune",
     "PruneConfig": "torchshrink.prune.config:PruneConfig",
+    "quantize": "torchshrink.quantize.ptq:quantize",
+    "QuantConfig": "torchshrink.quantize.config:QuantConfig",
     "factorize": "torchshrink.lowrank.factorize:factorize",
     "FactorizeConfig": "torchshrink.lowrank.factorize:FactorizeConfig",
     "DataBundle": "torchshrink.core.databundle:DataBundle",

@@ -14,10 +14,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import Any
+from torchshrink.core.lazy import lazy_exports, make_callable
 
 # public name -> submodule of torchshrink.prune
 _LAZY = {
@@ -44,22 +41,5 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    sub = _LAZY.get(name)
-    if sub is None:
-        raise AttributeError(f"module 'torchshrink.prune' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"torchshrink.prune.{sub}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
-class _CallablePackage(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from torchshrink.prune.pruner import prune
-
-        return prune(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+make_callable(__name__, "torchshrink.prune.pruner:prune")

@@ -1,5 +1,9 @@
 """torchshrink.quantize: uniform and non-uniform quantization building blocks.
 
+The package is callable: ``torchshrink.quantize(model, QuantConfig(...), calibration=...)`` runs
+post-training quantization (:func:`torchshrink.quantize.ptq.quantize`). The name ``quantize``
+*inside* the package is the tensor primitive.
+
 Specs (:class:`QuantSpec`), pure primitives (qparams, quantize, dequantize, fake-quantize with
 the straight-through estimator), sub-byte packing, calibration observers (registered by name),
 the LSQ learnable-scale fake-quantizer and non-uniform schemes (power-of-two / log, binary,
@@ -20,6 +24,7 @@ Example:
 from __future__ import annotations
 
 from torchshrink.core.kmeans import KMeansResult, kmeans_1d
+from torchshrink.core.lazy import make_callable
 from torchshrink.quantize.hist_observers import (
     HistogramObserver,
     KLObserver,
@@ -88,3 +93,5 @@ __all__ = [
     "unpack_bits",
     "unpack_int4",
 ]
+
+make_callable(__name__, "torchshrink.quantize.ptq:quantize")

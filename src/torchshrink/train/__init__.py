@@ -18,10 +18,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import Any
+from torchshrink.core.lazy import lazy_exports, make_callable
 
 # public name -> submodule of torchshrink.train
 _LAZY = {
@@ -41,22 +38,5 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    sub = _LAZY.get(name)
-    if sub is None:
-        raise AttributeError(f"module 'torchshrink.train' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"torchshrink.train.{sub}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
-class _CallablePackage(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from torchshrink.train.loop import train
-
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
+make_callable(__name__, "torchshrink.train.loop:train")
