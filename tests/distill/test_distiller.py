@@ -8,19 +8,10 @@ import torch
 from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
-import torchshrink
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import ConfigError
 from torchshrink.distill import DistillConfig, agreement, distill, distill_loss_terms
 from torchshrink.train import TrainConfig, train
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def mlp(hidden: int, seed: int) -> nn.Sequential:
@@ -40,9 +31,6 @@ def cfg(epochs: int) -> TrainConfig:
     return TrainConfig.preset("digits", epochs=epochs, show_progress=False, num_threads=1)
 
 
-@pytest.fixture(scope="module")
-def digits() -> DataBundle:
-    return torchshrink.load_data("digits")
 
 
 @pytest.fixture(scope="module")

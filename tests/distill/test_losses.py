@@ -17,15 +17,6 @@ from torchshrink.distill.losses import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    # The test machine is shared: one intra-op thread avoids oversubscription stalls.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_kl_is_zero_for_identical_and_shifted_logits() -> None:
     t = torch.randn(16, 10)
     assert float(soft_target_loss(t, t, temperature=3.0)) == pytest.approx(0.0, abs=1e-6)

@@ -11,14 +11,6 @@ from torchshrink.core.errors import ConfigError, ShapeError
 from torchshrink.distill.teacher import Teacher, agreement, as_teacher
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def mlp(seed: int, hidden: int = 16, dropout: float = 0.0) -> nn.Sequential:
     torch.manual_seed(seed)
     return nn.Sequential(

@@ -15,14 +15,6 @@ from torchshrink.lowrank import FactorizeConfig, factorize
 from torchshrink.lowrank.factorize import reconstructed_weight
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class Tiny(nn.Module):
     def __init__(self) -> None:
         super().__init__()

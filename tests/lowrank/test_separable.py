@@ -18,15 +18,6 @@ from torchshrink.lowrank.separable import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    # The test machine is shared: one intra-op thread avoids oversubscription stalls.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_separable_runs_with_fewer_params_and_matches_its_kernel() -> None:
     conv = nn.Conv2d(16, 32, 3, stride=2, padding=1)
     pair = separable_factorize(conv)

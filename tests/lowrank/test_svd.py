@@ -18,15 +18,6 @@ from torchshrink.lowrank.svd import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    # The test machine is shared: one intra-op thread avoids oversubscription stalls.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_full_rank_reproduces_linear() -> None:
     fc = nn.Linear(40, 24)
     low = svd_factorize(fc, rank=24)

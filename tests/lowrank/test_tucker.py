@@ -43,13 +43,6 @@ def test_full_ranks_reproduce_the_conv(conv: nn.Conv2d) -> None:
     assert torch.allclose(low(x), conv(x), atol=1e-5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    # The test machine is shared: one intra-op thread avoids oversubscription stalls.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_lower_ranks_reduce_params_and_error_decreases_with_rank() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -13,15 +11,6 @@ from torchshrink.core.databundle import DataBundle
 from torchshrink.prune import PruneConfig, Pruner, bake_masks, get_masks
 from torchshrink.prune.masks import magnitude_masks, nm_layout, nm_mask
 from torchshrink.train import TrainConfig, train
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Tiny models on a shared 2-core machine: a second thread only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

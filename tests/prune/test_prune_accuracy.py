@@ -8,32 +8,16 @@ points), so the margins are a few images.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-import torchshrink
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.zoo import create_zoo_model
 from torchshrink.measure.accuracy import evaluate
 from torchshrink.prune import PruneConfig, prune
 from torchshrink.train import TrainConfig, train
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits() -> DataBundle:
-    return torchshrink.load_data("digits")
 
 
 def _upsampled(data: DataBundle, size: int) -> DataBundle:

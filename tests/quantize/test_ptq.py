@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pydantic
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import torchshrink
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import ConfigError, EmptyDataError, UnsupportedLayerError
 from torchshrink.measure.accuracy import evaluate
@@ -38,18 +35,8 @@ class SmallCNN(nn.Module):
         return self.fc2(x)  # (B, 10)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Tiny models: a second intra-op thread only adds spin-wait on a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def digits() -> DataBundle:
-    return torchshrink.load_data("digits")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -10,16 +10,6 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from torchshrink.core.databundle import DataBundle
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # These models are tiny: on a shared 2-core machine a second intra-op thread only adds
-    # contention (tens of times slower under load), so the training tests run single-threaded.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
