@@ -10,6 +10,22 @@ Example:
 
 from __future__ import annotations
 
+from torchshrink.cluster.finetune import (
+    Assignment,
+    CentroidHook,
+    CentroidResult,
+    assignments_from_model,
+    finetune_centroids,
+)
 from torchshrink.cluster.kmeans_share import ClusterReport, LayerCluster, cluster_weights
 
-__all__ = ["ClusterReport", "LayerCluster", "cluster_weights"]
+__all__ = [
+    "Assignment",
+    "CentroidHook",
+    "CentroidResult",
+    "ClusterReport",
+    "LayerCluster",
+    "assignments_from_model",
+    "cluster_weights",
+    "finetune_centroids",
+]
