@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _common import machine_info
 
 import torchshrink
 from torchshrink.pipeline import DeepCompressionConfig, deep_compression
@@ -58,16 +58,6 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
-
-
-def _machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
 
 
 def _baseline(name: str, data: Any, epochs: int, weights: str | None) -> tuple[Any, dict[str, Any]]:
@@ -106,7 +96,7 @@ def main() -> None:
     record: dict[str, Any] = (
         json.loads(out.read_text()) if out.exists() else {"name": "deep_compression"}
     )
-    record.update({"data": "npz:mnist.npz", "machine": _machine(), "published": PUBLISHED})
+    record.update({"data": "npz:mnist.npz", "machine": machine_info(), "published": PUBLISHED})
     record.setdefault("models", {})
     tmp = Path(tempfile.mkdtemp(prefix="dc_bench_"))
     for name in args.models.split(","):

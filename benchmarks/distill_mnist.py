@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
+from _common import machine_info
 from torch import nn
 
 import torchshrink
@@ -100,7 +100,7 @@ def main() -> None:
             "alpha": args.alpha,
             "threads": args.threads,
         },
-        "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        "machine": machine_info(),
         "versions": {"torch": torch.__version__, "torchshrink": torchshrink.__version__},
         "reference": "Hinton et al. 2015: student 146 errors alone, 74 distilled (T=20), "
         "teacher 67 (784-1200-1200-10 with dropout; student 784-800-800-10)",

@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _common import machine_info
 
 import torchshrink
 from torchshrink.core.zoo import create_zoo_model
@@ -117,7 +117,7 @@ def main() -> None:
     data = torchshrink.load_data(f"npz:{args.data}")
     record: dict[str, Any] = {
         "name": "prune_accuracy",
-        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "machine": machine_info(),
         "versions": {"torch": torch.__version__, "torchshrink": torchshrink.__version__},
         "threads": 2,
         "dense_epochs": args.epochs,

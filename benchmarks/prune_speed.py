@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import machine_info
 from torch import nn
 
 from torchshrink.core.zoo import create_zoo_model
@@ -112,18 +113,6 @@ def channel_sweep(rounds: int) -> list[dict[str, float]]:
     return rows
 
 
-def _machine() -> dict[str, object]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "loadavg_start": os.getloadavg()}
-
-
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "torch": torch.__version__}
     try:
@@ -156,7 +145,7 @@ def main() -> None:
             "rounds": rounds,
             "headline": "speedup vs the dense model optimised the same way",
         },
-        "machine": _machine(),
+        "machine": machine_info(),
         "versions": _versions(),
     }
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 import onnxruntime
 import torch
+from _common import machine_info
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -51,26 +51,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist.npz"
 OUT = ROOT / "benchmarks" / "results" / "ptq_lenet5.json"
 TARGET_ERROR_GAP = 0.001  # 0.1 points
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "torchshrink": torchshrink.__version__,
-    }
 
 
 def latencies(
@@ -201,7 +181,7 @@ def main() -> None:
         "data": f"npz:{args.data.name}",
         "train_config": train_cfg.model_dump(mode="json"),
         "quant_config": qcfg.model_dump(mode="json"),
-        "machine": machine_info(),
+        "machine": machine_info(onnxruntime=onnxruntime.__version__),
         "threads": args.threads,
         "batch_size": args.batch,
         "train_seconds": train_s,

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _common import machine_info
 from torch import nn
 
 import torchshrink
@@ -37,25 +36,6 @@ def make_model() -> nn.Module:
     from torchshrink.core.zoo import create_zoo_model
 
     return create_zoo_model("lenet300", num_classes=10, in_channels=1, input_size=28)
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchshrink": torchshrink.__version__,
-    }
 
 
 def main() -> None:
