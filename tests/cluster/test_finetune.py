@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -21,19 +19,6 @@ from torchshrink.core.errors import ConfigError
 from torchshrink.train.config import TrainConfig
 from torchshrink.train.hooks import TrainState
 from torchshrink.train.schedules import build_optimizer, build_scheduler
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits() -> DataBundle:
-    return torchshrink.load_data("digits")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,6 @@ from torchshrink.core.errors import ConfigError
 from torchshrink.pipeline import DeepCompressionConfig, deep_compression
 from torchshrink.pipeline.deep_compression import _bits_map
 from torchshrink.train.config import TrainConfig
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits() -> DataBundle:
-    return torchshrink.load_data("digits")
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pydantic
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from conftest import SmallCNN
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import ConfigError, EmptyDataError, UnsupportedLayerError
 from torchshrink.measure.accuracy import evaluate
@@ -17,40 +20,9 @@ from torchshrink.quantize.qmodules import QuantConv2d, QuantLinear
 from torchshrink.quantize.spec import QuantSpec
 
 
-class SmallCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(16)
-        self.pool = nn.MaxPool2d(2)
-        self.fc1 = nn.Linear(16 * 4 * 4, 32)
-        self.fc2 = nn.Linear(32, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.conv1(x)))  # (B, 8, 8, 8)
-        x = self.pool(torch.relu(self.bn2(self.conv2(x))))  # (B, 16, 4, 4)
-        x = torch.relu(self.fc1(x.flatten(1)))  # (B, 32)
-        return self.fc2(x)  # (B, 10)
-
-
-
-
-
-
 @pytest.fixture(scope="module")
-def trained(digits: DataBundle) -> nn.Module:
-    torch.manual_seed(0)
-    model = SmallCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(4):
-        model.train()
-        for x, y in digits.loader("train", batch_size=64, seed=epoch):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-    return model.eval()
+def trained(digits_cnn: nn.Module) -> nn.Module:
+    return copy.deepcopy(digits_cnn)
 
 
 @pytest.fixture(scope="module")
