@@ -151,3 +151,14 @@ def test_dict_inputs() -> None:
     p = profile(Embed(), {"input_ids": torch.zeros(5, 7, dtype=torch.long)}, repeats=2)
     assert isinstance(p, ModelProfile)
     assert p.batch_size == 5 and p.macs == 5 * 16 * 3
+
+
+def test_busy_machine_note_fires_only_when_cores_are_oversubscribed() -> None:
+    import os
+
+    from torchshrink.measure.profile import busy_machine_note
+
+    cores = os.cpu_count() or 1
+    assert busy_machine_note(1, load=0.0) is None
+    note = busy_machine_note(cores, load=float(cores) + 3.0)
+    assert note is not None and f"on {cores} cores" in note and "busy" in note

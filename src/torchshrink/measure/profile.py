@@ -126,6 +126,33 @@ class ModelProfile:
         return d
 
 
+def busy_machine_note(threads: int, *, load: float | None = None) -> str | None:
+    """A warning when other work competes for the cores the latency measurement used.
+
+    Intra-op threads spin while they wait for each other, so on an oversubscribed machine a
+    multi-threaded forward pass can take orders of magnitude longer than it would alone.
+
+    Example:
+        >>> busy_machine_note(2, load=0.1) is None
+        True
+    """
+    import os
+
+    cores = os.cpu_count() or 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # not available on this platform
+            return None
+    if load + threads <= cores + 0.5:
+        return None
+    return (
+        f"latency: the machine is busy (1-minute load {load:.1f} on {cores} cores, measuring "
+        f"with {threads} threads); timings may be far slower than on an idle machine. Compare "
+        "ratios measured in the same run, or use fewer threads"
+    )
+
+
 def _accuracy(model: nn.Module, data: Any, notes: list[str]) -> float | None:
     if data is None:
         return None
@@ -200,6 +227,9 @@ def profile(
         latency = time_forward(model, inputs, threads=threads, warmup=warmup, repeats=repeats)
         if latency.capped:
             notes.append(f"latency: time cap reached after {len(latency.samples_ms)} repeats")
+        busy = busy_machine_note(latency.threads)
+        if busy:
+            notes.append(busy)
     memory = memory_of(model, inputs) if measure_memory else None
     energy = model_energy(model, inputs, macs=macs)
 
