@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from torchshrink.cli.common import example_batch, print_json, resolve
+from torchshrink.cli.compress_cmd import compress_command, report_command
 from torchshrink.cli.deep_compression_cmd import deep_compression_command
 from torchshrink.cli.distill_cmd import distill_command
 from torchshrink.cli.prune_cmd import prune_command, sensitivity_command
@@ -268,6 +269,8 @@ app.command("prune")(prune_command)
 app.command("sensitivity")(sensitivity_command)
 app.command("distill")(distill_command)
 app.command("deep-compression")(deep_compression_command)
+app.command("compress")(compress_command)
+app.command("report")(report_command)
 
 
 def main(argv: list[str] | None = None) -> int:

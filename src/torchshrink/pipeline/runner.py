@@ -1,0 +1,263 @@
+"""The recipe runner: stages in order, a profile and a checkpoint after each, resume, run.json.
+
+Layout of ``out_dir``::
+
+    stages/00-baseline.safetensors   the model before the first stage (after ``recipe.train``)
+    stages/NN-kind.safetensors       the model after stage NN (1-based)
+    stages/state.json                the recipe and the records of the finished stages
+    model.safetensors                the final model (torchshrink.load reads it)
+    model.onnx                       when the recipe has an ``export`` stage
+    run.json                         recipe, per-stage config, metrics, timings, versions, machine
+    report.html                      rendered from run.json
+
+With ``resume=True`` the runner reloads the last finished stage's checkpoint and runs only the
+stages after it; the recipe must be the one the state was written for.
+
+Example:
+    >>> from torchshrink.pipeline.recipe import load_recipe
+    >>> r = load_recipe("structured-50", overrides=["train.epochs=1", "data_limit=200",
+    ...     "stages.0.config.finetune.epochs=1", "profile_repeats=2"])
+    >>> rec = run_recipe(r, "/tmp/run_doc", show_progress=False)
+    >>> [s.kind for s in rec.stages], rec.model_path.name
+    (['prune'], 'model.safetensors')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchshrink.core.errors import ConfigError
+from torchshrink.pipeline.recipe import Recipe, load_recipe
+from torchshrink.pipeline.stages import StageContext, run_stage
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """What one stage did: its config, wall time, profile after it and its checkpoint."""
+
+    index: int
+    kind: str
+    name: str
+    config: dict[str, Any]
+    seconds: float
+    metrics: dict[str, Any]
+    checkpoint: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The result of :func:`run_recipe` (also written to ``run.json``)."""
+
+    out_dir: Path
+    model_path: Path
+    run_json: Path
+    report_html: Path | None
+    baseline: dict[str, Any]
+    stages: tuple[StageRun, ...]
+    resumed_from: int
+    finished: bool
+
+
+def run_recipe(
+    recipe: Recipe | str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    show_progress: bool = True,
+    report: bool = True,
+) -> RunRecord:
+    """Run ``recipe``'s stages in order, checkpointing and profiling after each.
+
+    Args:
+        recipe: a :class:`Recipe`, a recipe file or a built-in recipe name.
+        out_dir: the output folder (created).
+        resume: continue after the last stage finished in ``out_dir``.
+        stop_after: stop after this many stages in total (simulates an interruption; the
+            final model, run.json and report are not written).
+        show_progress: show a rich progress display.
+        report: render ``report.html`` from ``run.json``.
+
+    Raises:
+        ConfigError: ``resume`` with a state written for another recipe.
+
+    Example:
+        See the module docstring.
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    out = Path(out_dir)
+    stages_dir = out / "stages"
+    stages_dir.mkdir(parents=True, exist_ok=True)
+    state_path = stages_dir / "state.json"
+    recipe_doc = recipe.model_dump(mode="json", by_alias=True)
+    started = time.perf_counter()
+
+    import torchshrink
+
+    data = torchshrink.load_data(recipe.data, seed=recipe.seed, limit=recipe.data_limit)
+    state = _read_state(state_path, recipe_doc) if resume else None
+    done: list[StageRun] = []
+    if state is not None:
+        model = torchshrink.load(state["checkpoint"])
+        baseline = state["baseline"]
+        done = [StageRun(**s) for s in state["stages"]]
+    else:
+        torch.manual_seed(recipe.seed)
+        model = torchshrink.load_model(recipe.model, model_args=recipe.model_args or None)
+        if recipe.train is not None:
+            torchshrink.train(model, data, recipe.train)
+        ckpt = torchshrink.save(model, stages_dir / "00-baseline.safetensors")
+        baseline = _measure(model, data, recipe, ckpt)
+        _write_state(state_path, recipe_doc, baseline, [], ckpt)
+    resumed_from = len(done)
+    ctx = StageContext(
+        recipe=recipe, data=data, out_dir=out, baseline_path=stages_dir / "00-baseline.safetensors"
+    )
+
+    from rich.progress import Progress
+
+    todo = list(enumerate(recipe.stages))[resumed_from:]
+    if stop_after is not None:
+        todo = [(i, s) for i, s in todo if i < stop_after]
+    with Progress(disable=not show_progress, transient=True) as progress:
+        task = progress.add_task("stages", total=len(recipe.stages), completed=resumed_from)
+        for i, stage in todo:
+            label = stage.name or stage.kind
+            progress.update(task, description=f"stage {i + 1}: {label}")
+            torch.manual_seed(recipe.seed + i + 1)
+            t0 = time.perf_counter()
+            model, details = run_stage(stage, model, ctx)
+            seconds = time.perf_counter() - t0
+            ckpt = torchshrink.save(model, stages_dir / f"{i + 1:02d}-{stage.kind}.safetensors")
+            done.append(
+                StageRun(
+                    index=i,
+                    kind=stage.kind,
+                    name=label,
+                    config=stage.model_dump(mode="json", by_alias=True),
+                    seconds=seconds,
+                    metrics=_measure(model, data, recipe, ckpt),
+                    checkpoint=str(ckpt),
+                    details=details,
+                )
+            )
+            _write_state(state_path, recipe_doc, baseline, done, ckpt)
+            progress.advance(task)
+
+    finished = len(done) == len(recipe.stages)
+    model_path = out / "model.safetensors"
+    run_json = out / "run.json"
+    html: Path | None = None
+    if finished:
+        torchshrink.save(model, model_path)
+        doc = {
+            "recipe": recipe_doc,
+            "baseline": baseline,
+            "stages": [asdict(s) for s in done],
+            "final": done[-1].metrics if done else baseline,
+            "model_path": str(model_path),
+            "resumed_from": resumed_from,
+            "seconds": time.perf_counter() - started,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": _versions(),
+            "machine": _machine(),
+        }
+        tmp = run_json.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, run_json)
+        if report:
+            from torchshrink.report.html import render_report
+
+            html = render_report(run_json)
+    return RunRecord(
+        out_dir=out,
+        model_path=model_path,
+        run_json=run_json,
+        report_html=html,
+        baseline=baseline,
+        stages=tuple(done),
+        resumed_from=resumed_from,
+        finished=finished,
+    )
+
+
+def _measure(model: nn.Module, data: Any, recipe: Recipe, file_path: Path) -> dict[str, Any]:
+    from torchshrink.measure.profile import profile
+
+    x = next(iter(data.loader("test", batch_size=1)))[0]  # (1, *input_shape)
+    prof = profile(
+        model,
+        x,
+        data=data,
+        repeats=max(recipe.profile_repeats, 1),
+        measure_latency=recipe.profile_repeats > 0,
+        file_path=file_path,
+    ).to_dict()
+    prof.pop("latency_samples_ms", None)  # keep run.json small; p50 / p90 stay
+    return prof
+
+
+def _read_state(path: Path, recipe_doc: dict[str, Any]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text(encoding="utf-8"))
+    if state.get("recipe") != recipe_doc:
+        raise ConfigError(
+            f"resume: '{path}' was written for another recipe; use a new --out folder "
+            "or run without --resume"
+        )
+    return state
+
+
+def _write_state(
+    path: Path,
+    recipe_doc: dict[str, Any],
+    baseline: dict[str, Any],
+    done: list[StageRun],
+    checkpoint: Path,
+) -> None:
+    doc = {
+        "recipe": recipe_doc,
+        "baseline": baseline,
+        "stages": [asdict(s) for s in done],
+        "checkpoint": str(checkpoint),
+    }
+    # written atomically after the checkpoint: a kill in between leaves the previous state
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+
+    import torchshrink
+
+    return {
+        "torchshrink": torchshrink.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }

@@ -1,0 +1,161 @@
+"""One function per recipe stage kind: take a model, return the (new) model and a few details.
+
+A stage composes the family's public call; it never measures (the runner profiles after every
+stage). Adding a kind means a stage model in :mod:`torchshrink.pipeline.recipe` and an entry in
+``_RUNNERS`` here; the runner itself does not change.
+
+Example:
+    >>> import torchshrink
+    >>> from torchshrink.pipeline.recipe import Recipe
+    >>> r = Recipe(model="zoo:lenet300", model_args={"input_size": 8}, data_limit=64,
+    ...            stages=[{"kind": "prune", "config": {"ratio": 0.5}}])
+    >>> ctx = StageContext(recipe=r, data=torchshrink.load_data("digits", limit=64),
+    ...                    out_dir=Path("/tmp"), baseline_path=Path("/tmp/none"))
+    >>> m = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    >>> _, details = run_stage(r.stages[0], m, ctx)
+    >>> round(details["sparsity"], 1)
+    0.5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchshrink.core.databundle import DataBundle
+from torchshrink.pipeline.recipe import (
+    ClusterStage,
+    DistillStage,
+    ExportStage,
+    FactorizeStage,
+    FinetuneStage,
+    PruneStage,
+    QuantizeStage,
+    Recipe,
+)
+from torchshrink.train.hooks import TrainHook
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What every stage may use besides the model."""
+
+    recipe: Recipe
+    data: DataBundle
+    out_dir: Path
+    baseline_path: Path
+
+    def example_inputs(self, batch_size: int = 8) -> torch.Tensor:
+        return next(iter(self.data.loader("test", batch_size=batch_size)))[0]  # (B, *shape)
+
+
+def run_stage(stage: Any, model: nn.Module, ctx: StageContext) -> tuple[nn.Module, dict[str, Any]]:
+    """Run one stage on ``model`` (possibly in place) and return the model and its details."""
+    return _RUNNERS[stage.kind](stage, model, ctx)
+
+
+def _scalars(obj: Any) -> dict[str, Any]:
+    # keep only the JSON-friendly scalars of a result dataclass: run.json stays small
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return {}
+    return {
+        f.name: getattr(obj, f.name)
+        for f in dataclasses.fields(obj)
+        if isinstance(getattr(obj, f.name), (int, float, str, bool))
+    }
+
+
+def _prune(stage: PruneStage, model: nn.Module, ctx: StageContext) -> tuple[nn.Module, dict]:
+    from torchshrink.prune.pruner import prune
+
+    result = prune(model, stage.config, example_inputs=ctx.example_inputs(), data=ctx.data)
+    return model, _scalars(result)
+
+
+def _quantize(stage: QuantizeStage, model: nn.Module, ctx: StageContext) -> tuple[nn.Module, dict]:
+    from torchshrink.quantize.ptq import quantize
+
+    return quantize(model, stage.config, calibration=ctx.data), {}
+
+
+def _distill(stage: DistillStage, model: nn.Module, ctx: StageContext) -> tuple[nn.Module, dict]:
+    import torchshrink
+    from torchshrink.distill.distiller import distill
+
+    r = ctx.recipe
+    if r.teacher is not None:
+        teacher = torchshrink.load_model(r.teacher, model_args=r.teacher_args or None)
+    else:
+        teacher = torchshrink.load(ctx.baseline_path)  # the model before the first stage
+    result = distill(model, teacher.eval(), ctx.data, stage.config, train_config=stage.train)
+    return model, _scalars(result)
+
+
+def _factorize(
+    stage: FactorizeStage, model: nn.Module, ctx: StageContext
+) -> tuple[nn.Module, dict]:
+    from torchshrink.lowrank.factorize import factorize
+
+    report = factorize(model, stage.config, example_inputs=ctx.example_inputs())
+    return model, _scalars(report)
+
+
+def _cluster(stage: ClusterStage, model: nn.Module, ctx: StageContext) -> tuple[nn.Module, dict]:
+    from torchshrink.cluster.finetune import finetune_centroids
+    from torchshrink.cluster.kmeans_share import cluster_weights
+
+    report = cluster_weights(model, stage.bits, ignore=stage.ignore)
+    details = _scalars(report)
+    if stage.finetune is not None:
+        result = finetune_centroids(model, ctx.data, stage.finetune, assignments=report)
+        details.update({f"finetune_{k}": v for k, v in _scalars(result).items()})
+    return model, details
+
+
+class _KeepZeros(TrainHook):
+    """Re-zero the weights that were zero before training (pruned weights stay pruned)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.masks = {
+            p: p.detach() != 0
+            for name, p in model.named_parameters()
+            if name.endswith("weight") and p.dim() > 1 and bool((p == 0).any())
+        }
+
+    def after_step(self, state: Any) -> None:
+        with torch.no_grad():
+            for p, mask in self.masks.items():
+                p.mul_(mask)
+
+
+def _finetune(stage: FinetuneStage, model: nn.Module, ctx: StageContext) -> tuple[nn.Module, dict]:
+    from torchshrink.train.loop import train
+
+    hooks = [_KeepZeros(model)] if stage.keep_zeros else []
+    result = train(model, ctx.data, stage.train, hooks=hooks)
+    return model, _scalars(result)
+
+
+def _export(stage: ExportStage, model: nn.Module, ctx: StageContext) -> tuple[nn.Module, dict]:
+    from torchshrink.deploy.onnx_export import export_onnx
+
+    path = ctx.out_dir / "model.onnx"
+    result = export_onnx(model, path, example_inputs=ctx.example_inputs(1))
+    return model, {"onnx_path": str(path), "onnx_bytes": path.stat().st_size, **_scalars(result)}
+
+
+_RUNNERS: dict[str, Callable[[Any, nn.Module, StageContext], tuple[nn.Module, dict]]] = {
+    "prune": _prune,
+    "quantize": _quantize,
+    "distill": _distill,
+    "factorize": _factorize,
+    "cluster": _cluster,
+    "finetune": _finetune,
+    "export": _export,
+}
