@@ -9,7 +9,7 @@ overrides and ``ignore`` lists are those of the family. Built-in recipes live in
 Example:
     >>> r = load_recipe("int8-ptq")
     >>> [s.kind for s in r.stages]
-    ['quantize']
+    ['quantize', 'export']
     >>> load_recipe("int8-ptq", overrides=["train.epochs=1"]).train.epochs
     1
 """

@@ -13,7 +13,7 @@ Example:
     ...                    out_dir=Path("/tmp"), baseline_path=Path("/tmp/none"))
     >>> m = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
     >>> _, details = run_stage(r.stages[0], m, ctx)
-    >>> round(details["sparsity"], 1)
+    >>> round(1 - details["nonzero_after"] / details["nonzero_before"], 1)
     0.5
 """
 
