@@ -174,11 +174,18 @@ def test_builtin_recipe_runs_end_to_end(name: str, builtin_runs: dict[str, RunRe
     assert 0.0 <= rec.stages[-1].metrics["accuracy"] <= 1.0
     if name == "int8-ptq":
         assert (rec.out_dir / "model.onnx").stat().st_size > 0
+    if name == "deep-compression":
+        # the Huffman-coded file of a 90%-sparse, 5-bit shared LeNet-300-100
+        huff = rec.out_dir / "model.huffman.safetensors"
+        assert rec.stages[-1].metrics["file_bytes"] == huff.stat().st_size
+        assert rec.stages[-1].metrics["file_bytes"] < rec.baseline["file_bytes"] / 10
 
 
 def test_builtin_outputs_load_in_fresh_process(builtin_runs: dict[str, RunRecord]) -> None:
     names = sorted(set(builtin_runs) - _NO_RELOAD)
-    accs = _fresh_eval([builtin_runs[n].model_path for n in names])
+    huff = builtin_runs["deep-compression"].out_dir / "model.huffman.safetensors"
+    *accs, huff_acc = _fresh_eval([*(builtin_runs[n].model_path for n in names), huff])
+    assert huff_acc == accs[names.index("deep-compression")]  # bit-exact coding
     for n, acc in zip(names, accs, strict=True):
         # data_limit=300 measured on a shorter test split; the full split is within 15 points
         assert acc == pytest.approx(builtin_runs[n].stages[-1].metrics["accuracy"], abs=0.15), n

@@ -95,12 +95,14 @@ class FinetuneStage(BaseModel):
 
 
 class ExportStage(BaseModel):
-    """Export the current model (unchanged) to ``out_dir/model.onnx``."""
+    """Write the current model (unchanged) to ``out_dir``: ``model.onnx`` (``onnx``) or the
+    Huffman-coded model file ``model.huffman.safetensors`` (``huffman``, read by
+    ``torchshrink.load``)."""
 
     model_config = _FROZEN
     kind: Literal["export"]
     name: str | None = None
-    format: Literal["onnx"] = "onnx"
+    format: Literal["onnx", "huffman"] = "onnx"
 
 
 Stage = Annotated[

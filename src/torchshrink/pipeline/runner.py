@@ -149,7 +149,7 @@ def run_recipe(
                     name=label,
                     config=stage.model_dump(mode="json", by_alias=True),
                     seconds=seconds,
-                    metrics=_measure(model, data, recipe, ckpt),
+                    metrics=_measure(model, data, recipe, Path(details.get("file_path", ckpt))),
                     checkpoint=str(ckpt),
                     details=details,
                 )

@@ -145,6 +145,13 @@ def _finetune(stage: FinetuneStage, model: nn.Module, ctx: StageContext) -> tupl
 def _export(stage: ExportStage, model: nn.Module, ctx: StageContext) -> tuple[nn.Module, dict]:
     from torchshrink.deploy.onnx_export import export_onnx
 
+    if stage.format == "huffman":
+        from torchshrink.codec.save import save_compressed
+
+        report = save_compressed(model, ctx.out_dir / "model.huffman.safetensors")
+        # "file_path" makes the runner price this stage by the coded file's bytes
+        return model, {**_scalars(report), "file_path": str(report.path)}
+
     path = ctx.out_dir / "model.onnx"
     result = export_onnx(model, path, example_inputs=ctx.example_inputs(1))
     return model, {"onnx_path": str(path), "onnx_bytes": path.stat().st_size, **_scalars(result)}
