@@ -27,7 +27,9 @@ def main(epochs: int) -> dict:
         restored = torchshrink.load(path)  # rebuilt from the file alone, no pickle
         prof = torchshrink.profile(restored, data.example_inputs(32), data=data, file_path=path)
     print(f"trained accuracy {result.final_accuracy:.3f}; reloaded accuracy {prof.accuracy:.3f}")
-    print(f"{prof.params:,} params, {prof.macs:,} MACs per batch of 32, file {prof.file_bytes:,} bytes")
+    print(
+        f"{prof.params:,} params, {prof.macs:,} MACs per batch of 32, file {prof.file_bytes:,} bytes"
+    )
     print(f"latency p50 {prof.latency_ms_p50:.3f} ms ({prof.throughput:,.0f} samples/s)")
     return prof.to_dict()
 

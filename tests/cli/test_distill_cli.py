@@ -18,8 +18,6 @@ def mlp(hidden=8):
 """
 
 
-
-
 def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()

@@ -31,8 +31,6 @@ def cfg(epochs: int) -> TrainConfig:
     return TrainConfig.preset("digits", epochs=epochs, show_progress=False, num_threads=1)
 
 
-
-
 @pytest.fixture(scope="module")
 def small(digits: DataBundle) -> DataBundle:
     # 300 labelled samples: little data is where a teacher's soft targets help most.

@@ -43,8 +43,6 @@ def test_full_ranks_reproduce_the_conv(conv: nn.Conv2d) -> None:
     assert torch.allclose(low(x), conv(x), atol=1e-5)
 
 
-
-
 def test_lower_ranks_reduce_params_and_error_decreases_with_rank() -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(32, 32, 3, padding=1)

@@ -54,7 +54,12 @@ class DataBundle:
                 raise EmptyDataError(f"data '{self.name}': the {split} split has no samples")
 
     def loader(
-        self, split: str = "train", *, batch_size: int = 128, shuffle: bool | None = None, seed: int = 0
+        self,
+        split: str = "train",
+        *,
+        batch_size: int = 128,
+        shuffle: bool | None = None,
+        seed: int = 0,
     ) -> DataLoader[Any]:
         """A DataLoader over ``split`` ("train" or "test"); shuffling is seeded for determinism."""
         ds = self.train if split == "train" else self.test
