@@ -150,9 +150,6 @@ _BUILTIN_OVERRIDES = {
     "int4-weight-only": [],
     "prune-distill-quantize": ["stages.1.train.epochs=1", "stages.2.config.calibration_size=64"],
 }
-# Quantized layers (QuantLinear / QuantConv2d) are not registered for model files yet, so a
-# quantized model saves but does not load back; strict, so this flips once they are.
-_NO_RELOAD = {"int8-ptq", "int4-weight-only", "prune-distill-quantize"}
 
 
 @pytest.fixture(scope="module")
@@ -182,17 +179,10 @@ def test_builtin_recipe_runs_end_to_end(name: str, builtin_runs: dict[str, RunRe
 
 
 def test_builtin_outputs_load_in_fresh_process(builtin_runs: dict[str, RunRecord]) -> None:
-    names = sorted(set(builtin_runs) - _NO_RELOAD)
+    names = sorted(builtin_runs)  # quantized outputs included: QuantLinear / QuantConv2d rebuild
     huff = builtin_runs["deep-compression"].out_dir / "model.huffman.safetensors"
     *accs, huff_acc = _fresh_eval([*(builtin_runs[n].model_path for n in names), huff])
     assert huff_acc == accs[names.index("deep-compression")]  # bit-exact coding
     for n, acc in zip(names, accs, strict=True):
         # data_limit=300 measured on a shorter test split; the full split is within 15 points
         assert acc == pytest.approx(builtin_runs[n].stages[-1].metrics["accuracy"], abs=0.15), n
-
-
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="quantized layers do not load from model files yet"
-)
-def test_quantized_outputs_load_in_fresh_process(builtin_runs: dict[str, RunRecord]) -> None:
-    _fresh_eval([builtin_runs[n].model_path for n in sorted(_NO_RELOAD)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pydantic
 import pytest
@@ -201,3 +202,33 @@ def test_config_round_trips_json() -> None:
     assert again.weight_spec_for("fc1") == QuantSpec.preset("int8c")
     assert again.weight_spec_for("head") is None
     assert again.weight_spec_for("conv").group_size == 128  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("scheme", ["w8a8", "w8a8_dynamic", "w4"])
+def test_quantized_model_file_loads_in_a_fresh_process(
+    scheme: str, digits: DataBundle, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    import torchshrink
+
+    torch.manual_seed(0)
+    model = torchshrink.load_model("zoo:resnet20", model_args={"in_channels": 1, "input_size": 8})
+    q = quantize(model, QuantConfig.preset(scheme, calibration_size=128), calibration=digits)
+    x = digits.example_inputs(8)
+    with torch.no_grad():
+        y = q(x)
+    path = torchshrink.save(q, tmp_path / "q.safetensors")
+    torch.save({"x": x, "y": y}, tmp_path / "io.pt")
+    code = (
+        "import torch, torchshrink; "
+        f"m = torchshrink.load(r'{path}'); io = torch.load(r'{tmp_path / 'io.pt'}', weights_only=True); "
+        "torch.testing.assert_close(m(io['x']), io['y'], rtol=0, atol=0); "
+        "c = m.layer1[0].conv1; print(type(c).__name__, c.mode, c.weight_spec.bits, c.weight_q.dtype)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-1500:]
+    mode = {"w8a8": "static", "w8a8_dynamic": "dynamic", "w4": "weight_only"}[scheme]
+    bits = 4 if scheme == "w4" else 8
+    assert out.stdout.split()[:3] == ["QuantConv2d", mode, str(bits)]

@@ -236,6 +236,8 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if value is None or isinstance(value, bool | int | float | str):
         return value
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _jsonable(v) for k, v in value.items()}  # e.g. a config's model_dump()
     raise TypeError(f"cannot record attribute value {value!r} of type {type(value).__name__}")
 
 
@@ -254,6 +256,8 @@ def _like(current: Any, value: Any) -> Any:
 # Lazily imported (so `import torchshrink` stays light); the keys come from this table only.
 _PROVIDERS: dict[str, str] = {
     "torchshrink.graph.mha.PrunedMultiheadAttention": "torchshrink.graph.mha",
+    "torchshrink.quantize.qmodules.QuantLinear": "torchshrink.quantize.qmodules",
+    "torchshrink.quantize.qmodules.QuantConv2d": "torchshrink.quantize.qmodules",
 }
 
 

@@ -22,12 +22,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchshrink.core.modulestate import register_module_state
 from torchshrink.quantize.observers import make_observer
 from torchshrink.quantize.primitives import dequantize, fake_quantize, qparams_from_tensor
 from torchshrink.quantize.primitives import quantize as quantize_codes
@@ -66,20 +67,29 @@ class QuantLayer(nn.Module):
 
     def __init__(
         self,
-        module: nn.Module,
-        weight_spec: QuantSpec,
-        act_spec: QuantSpec | None = None,
+        module: nn.Module | None,
+        weight_spec: QuantSpec | dict[str, Any],
+        act_spec: QuantSpec | dict[str, Any] | None = None,
         *,
         mode: ActMode = "weight_only",
         weight_observer: str = "minmax",
         name: str = "layer",
     ) -> None:
         super().__init__()
-        self.module = module
-        self.weight_spec = weight_spec
-        self.act_spec = act_spec
+        self.weight_spec = QuantSpec.model_validate(weight_spec)
+        self.act_spec = None if act_spec is None else QuantSpec.model_validate(act_spec)
         self.mode: ActMode = mode
         self.layer_name = name
+        self.calibrated = False
+        if module is None:
+            # Rebuilt from a model file: the float child, codes and scales are loaded afterwards.
+            for buf in ("weight_q", "weight_scale", "weight_zero_point"):
+                self.register_buffer(buf, torch.zeros(0))
+            self.register_buffer("input_scale", torch.ones(()))
+            self.register_buffer("input_zero_point", torch.zeros((), dtype=torch.int32))
+            return
+        weight_spec = self.weight_spec
+        self.module = module
         w = cast(torch.Tensor, module.weight).detach()
         obs = make_observer(weight_observer, weight_spec, name=f"{name}.weight")
         obs.observe(w)
@@ -89,7 +99,6 @@ class QuantLayer(nn.Module):
         self.register_buffer("weight_zero_point", zp)
         self.register_buffer("input_scale", torch.ones(()))
         self.register_buffer("input_zero_point", torch.zeros((), dtype=torch.int32))
-        self.calibrated = False
 
     def set_input_qparams(self, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
         """Record the calibrated input scale and zero point (static mode)."""
@@ -178,3 +187,23 @@ QUANT_LAYERS: dict[type[nn.Module], type[QuantLayer]] = {
     nn.Linear: QuantLinear,
     nn.Conv2d: QuantConv2d,
 }
+
+
+def _ctor_values(m: nn.Module) -> dict[str, Any]:
+    # The float child is recorded (and rebuilt) on its own, so the constructor gets None.
+    assert isinstance(m, QuantLayer)
+    return {
+        "module": None,
+        "weight_spec": m.weight_spec.model_dump(mode="json"),
+        "act_spec": None if m.act_spec is None else m.act_spec.model_dump(mode="json"),
+        "name": m.layer_name,
+    }
+
+
+for _cls in (QuantLinear, QuantConv2d):
+    register_module_state(
+        _cls,
+        attrs=("mode", "calibrated"),
+        ctor=("module", "weight_spec", "act_spec", "mode", "name"),
+        derived=_ctor_values,
+    )
