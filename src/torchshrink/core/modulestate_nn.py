@@ -94,18 +94,21 @@ def _mha_extra(m: nn.Module) -> dict[str, Any]:
     }
 
 
+# Shape-defining attributes of attention; reused by torchshrink's pruned attention type.
+MHA_ATTRS = (
+    "embed_dim",
+    "num_heads",
+    "head_dim",
+    "kdim",
+    "vdim",
+    "_qkv_same_embed_dim",
+    "dropout",
+    "batch_first",
+)
+
 register_module_state(
     nn.MultiheadAttention,
-    attrs=(
-        "embed_dim",
-        "num_heads",
-        "head_dim",
-        "kdim",
-        "vdim",
-        "_qkv_same_embed_dim",
-        "dropout",
-        "batch_first",
-    ),
+    attrs=MHA_ATTRS,
     ctor=(
         "embed_dim",
         "num_heads",

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchshrink.core.modulestate import register_module_state
+from torchshrink.core.modulestate_nn import MHA_ATTRS
 
 
 class PrunedMultiheadAttention(nn.MultiheadAttention):
@@ -150,16 +151,7 @@ def _pruned_mha_ctor_values(m: nn.Module) -> dict[str, Any]:
 
 register_module_state(
     PrunedMultiheadAttention,
-    attrs=(
-        "embed_dim",
-        "num_heads",
-        "head_dim",
-        "kdim",
-        "vdim",
-        "_qkv_same_embed_dim",
-        "dropout",
-        "batch_first",
-    ),
+    attrs=MHA_ATTRS,
     ctor=(
         "num_heads",
         "head_dim",
