@@ -232,3 +232,17 @@ def test_quantized_model_file_loads_in_a_fresh_process(
     mode = {"w8a8": "static", "w8a8_dynamic": "dynamic", "w4": "weight_only"}[scheme]
     bits = 4 if scheme == "w4" else 8
     assert out.stdout.split()[:3] == ["QuantConv2d", mode, str(bits)]
+
+
+def test_int8_model_file_is_about_a_quarter_of_float(digits: DataBundle, tmp_path: Path) -> None:
+    import torchshrink
+
+    model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    float_bytes = torchshrink.save(model, tmp_path / "f.safetensors").stat().st_size
+    q = quantize(model, QuantConfig.preset("w8a8", calibration_size=64), calibration=digits)
+    assert "fc1.module.weight" not in q.state_dict()  # derivable from the int8 codes
+    int8_bytes = torchshrink.save(q, tmp_path / "q.safetensors").stat().st_size
+    # 50,200 int8 weights + fp32 biases, per-channel scales and the JSON header
+    assert 0.25 < int8_bytes / float_bytes < 0.32
+    back = torchshrink.load(tmp_path / "q.safetensors")
+    torch.testing.assert_close(back.fc1.module.weight, q.fc1.dequantized_weight(), rtol=0, atol=0)

@@ -81,6 +81,10 @@ class QuantLayer(nn.Module):
         self.mode: ActMode = mode
         self.layer_name = name
         self.calibrated = False
+        # The float weight is derivable from the integer codes: keep it out of saved state
+        # (so an int8 file is about a quarter of the float one) and rebuild it on load.
+        self.register_state_dict_post_hook(_drop_float_weight)
+        self.register_load_state_dict_pre_hook(_restore_float_weight)
         if module is None:
             # Rebuilt from a model file: the float child, codes and scales are loaded afterwards.
             for buf in ("weight_q", "weight_scale", "weight_zero_point"):
@@ -187,6 +191,26 @@ QUANT_LAYERS: dict[type[nn.Module], type[QuantLayer]] = {
     nn.Linear: QuantLinear,
     nn.Conv2d: QuantConv2d,
 }
+
+
+def _drop_float_weight(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any
+) -> None:
+    state_dict.pop(prefix + "module.weight", None)
+
+
+def _restore_float_weight(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    # Runs before the child `module` loads: give it the weight its codes stand for.
+    key, codes = prefix + "module.weight", state_dict.get(prefix + "weight_q")
+    if key in state_dict or codes is None:
+        return
+    assert isinstance(module, QuantLayer)
+    spec = module.weight_spec
+    scale = state_dict[prefix + "weight_scale"]
+    zero_point = state_dict[prefix + "weight_zero_point"]
+    state_dict[key] = dequantize(codes, scale, zero_point, spec).to(torch.float32)
 
 
 def _ctor_values(m: nn.Module) -> dict[str, Any]:
