@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,3 +80,19 @@ def digits_cnn(digits: DataBundle) -> nn.Module:
             nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
     return model.eval()
+
+
+class HostilePickle:
+    """Unpickling this would run a shell command that creates ``marker``: loaders must refuse it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> HostilePickle:
+    """A :class:`HostilePickle` whose marker file lives in ``tmp_path`` (and must never appear)."""
+    return HostilePickle(tmp_path / "pwned")

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,6 +24,9 @@ def mlp(hidden=16):
 def not_a_module():
     return 42
 """
+
+if TYPE_CHECKING:
+    from conftest import HostilePickle
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -178,20 +182,16 @@ def test_error_corrupt_model_file(capsys: pytest.CaptureFixture[str], tmp_path: 
     _assert_one_line_error(code, err, "bad.safetensors")
 
 
-class _Boom:
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        import os
-
-        return (os.system, ("echo pwned > /dev/null",))
-
-
-def test_error_pickle_file_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_error_pickle_file_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, hostile: HostilePickle
+) -> None:
     p = tmp_path / "evil.pt"
-    p.write_bytes(pickle.dumps({"w": _Boom()}))
+    p.write_bytes(pickle.dumps({"w": hostile}))
     code, _, err = run(capsys, "profile", p, "--no-latency")
     _assert_one_line_error(code, err, "(?i)pickle")
     code, _, err = run(capsys, "profile", "zoo:lenet300", "--weights", p, "--no-latency")
     _assert_one_line_error(code, err, "(?i)refused|code execution")
+    assert not hostile.marker.exists()
 
 
 def test_error_factory_not_found_or_not_module(

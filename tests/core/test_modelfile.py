@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -30,13 +30,8 @@ from torchshrink.core.modulestate import qualified_name, record_modules, registe
 
 USER = Path(__file__).parent / "assets" / "user_models.py"
 
-
-class _Evil:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
+if TYPE_CHECKING:
+    from conftest import HostilePickle
 
 
 class _Gain(nn.Module):
@@ -278,10 +273,10 @@ def test_malformed_metadata(tmp_path: Path, text: str) -> None:
         load(tmp_path / "m.safetensors")
 
 
-def test_pickled_files_refused_before_parsing(tmp_path: Path) -> None:
-    marker = tmp_path / "pwned"
-    (tmp_path / "a.pkl").write_bytes(pickle.dumps(_Evil(marker)))
-    torch.save({"x": _Evil(marker)}, tmp_path / "b.pt")
+def test_pickled_files_refused_before_parsing(tmp_path: Path, hostile: HostilePickle) -> None:
+    marker = hostile.marker
+    (tmp_path / "a.pkl").write_bytes(pickle.dumps(hostile))
+    torch.save({"x": hostile}, tmp_path / "b.pt")
     with pytest.raises(UnsafeFileError, match=r"is a pickle; loading it would need code execution"):
         load(tmp_path / "a.pkl")
     with pytest.raises(UnsafeFileError, match=r"torch\.save zip archive.*refused"):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -30,15 +30,8 @@ from torchshrink.core.modelspec import get_spec
 
 USER = Path(__file__).parent / "assets" / "user_models.py"
 
-
-class _Evil:
-    """Unpickling this would run a shell command that creates ``marker``."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
+if TYPE_CHECKING:
+    from conftest import HostilePickle
 
 
 # --- parse_model_args -------------------------------------------------------------------------
@@ -183,13 +176,15 @@ def test_weights_whole_pickled_module_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["zip", "pickle"])
-def test_weights_hostile_pickle_refused_without_running(tmp_path: Path, fmt: str) -> None:
-    marker = tmp_path / "pwned"
+def test_weights_hostile_pickle_refused_without_running(
+    tmp_path: Path, fmt: str, hostile: HostilePickle
+) -> None:
+    marker = hostile.marker
     path = tmp_path / "evil.pt"
     if fmt == "zip":
-        torch.save({"state_dict": {"w": _Evil(marker)}}, path)
+        torch.save({"state_dict": {"w": hostile}}, path)
     else:
-        path.write_bytes(pickle.dumps(_Evil(marker), protocol=2))
+        path.write_bytes(pickle.dumps(hostile, protocol=2))
     with pytest.raises(UnsafeFileError, match=r"refused"):
         load_model("zoo:lenet300", weights=path)
     assert not marker.exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -19,6 +19,9 @@ from torchshrink.train.hooks import TrainHook, TrainState
 from torchshrink.train.loop import train
 
 Factory = Callable[..., nn.Module]
+
+if TYPE_CHECKING:
+    from conftest import HostilePickle
 
 
 class Interrupt(TrainHook):
@@ -110,23 +113,13 @@ def test_checkpoint_of_another_model_is_refused(
         )
 
 
-class _Boom:
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        import os
-
-        return (os.system, ("touch pwned-marker",))
-
-
-def test_corrupt_or_pickled_checkpoints_are_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_corrupt_or_pickled_checkpoints_are_refused(tmp_path: Path, hostile: HostilePickle) -> None:
     checkpoint_path(tmp_path).write_bytes(
-        pickle.dumps({"format_version": 1, "x": _Boom()}, protocol=2)
+        pickle.dumps({"format_version": 1, "x": hostile}, protocol=2)
     )
     with pytest.raises(ModelFileError, match="cannot be read safely"):
         load_checkpoint(tmp_path)
-    assert not (tmp_path / "pwned-marker").exists()
+    assert not hostile.marker.exists()
     torch.save({"something": torch.zeros(1)}, checkpoint_path(tmp_path))
     with pytest.raises(ModelFileError, match="not a torchshrink training checkpoint"):
         load_checkpoint(tmp_path)
