@@ -149,6 +149,7 @@ _BUILTIN_OVERRIDES = {
     "int8-ptq": ["stages.0.config.calibration_size=64"],
     "int4-weight-only": [],
     "prune-distill-quantize": ["stages.1.train.epochs=1", "stages.2.config.calibration_size=64"],
+    "demo": ["stages.0.config.finetune.epochs=1", "stages.1.finetune.epochs=1"],
 }
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from torchshrink.cli.common import print_json
+from torchshrink.cli.render import print_run_summary, run_gains
 
 
 def compress_command(
@@ -23,7 +24,7 @@ def compress_command(
         typer.Argument(
             metavar="RECIPE",
             help="A recipe file (.yaml) or a built-in recipe: deep-compression, int8-ptq, "
-            "int4-weight-only, structured-50, prune-distill-quantize.",
+            "int4-weight-only, structured-50, prune-distill-quantize, demo.",
         ),
     ],
     out: Annotated[
@@ -60,11 +61,20 @@ def compress_command(
                 "report": str(record.report_html),
                 "resumed_from": record.resumed_from,
                 "stages": [{"stage": label, **_brief(m)} for label, m in rows],
+                "gains": run_gains(rows[0][1], rows[-1][1]),
             }
         )
         return
-    _print_summary(rows)
+    print_run_summary(rows, title=f"torchshrink compress: {r.name or Path(recipe).stem}")
+    print_outputs(record)
+
+
+def print_outputs(record: Any) -> None:
+    """Print where the run's model, compressed file (when one was written) and report are."""
     typer.echo(f"model: {record.model_path}")
+    packed = record.stages[-1].details.get("file_path") if record.stages else None
+    if packed and Path(packed) != Path(record.model_path):
+        typer.echo(f"compressed model file: {packed}")
     typer.echo(f"report: {record.report_html}")
 
 
@@ -80,24 +90,3 @@ def report_command(
 def _brief(m: dict[str, Any]) -> dict[str, Any]:
     keys = ("accuracy", "params", "nonzero_params", "file_bytes", "macs", "latency_ms_p50")
     return {k: m.get(k) for k in keys}
-
-
-def _print_summary(rows: list[tuple[str, dict[str, Any]]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="torchshrink compress")
-    for col in ("stage", "accuracy", "params", "non-zeros", "bytes on disk", "latency ms"):
-        table.add_column(col, justify="left" if col == "stage" else "right")
-    for label, m in rows:
-        acc = m.get("accuracy")
-        lat = m.get("latency_ms_p50")
-        table.add_row(
-            label,
-            "-" if acc is None else f"{100 * acc:.2f}%",
-            f"{m.get('params', 0):,}",
-            f"{m.get('nonzero_params', 0):,}",
-            f"{m.get('file_bytes', 0):,}",
-            "-" if lat is None else f"{lat:.4f}",
-        )
-    Console().print(table)

@@ -85,3 +85,62 @@ def print_profile(
         console.print(table)
     for note in prof.get("notes", []) or []:
         console.print(f"[dim]note: {note}[/dim]")
+
+
+def run_gains(baseline: dict[str, Any], final: dict[str, Any]) -> dict[str, float | None]:
+    """Before/after ratios of a compression run: ``size_x``, ``latency_x`` and ``accuracy_delta``.
+
+    ``size_x`` is baseline bytes on disk over the final bytes (the smallest file the run wrote),
+    ``latency_x`` baseline latency over final latency, ``accuracy_delta`` final minus baseline
+    accuracy in points. A ratio whose inputs are missing or zero is ``None``.
+
+    Example:
+        >>> run_gains({"file_bytes": 400, "latency_ms_p50": 2.0, "accuracy": 0.9},
+        ...           {"file_bytes": 100, "latency_ms_p50": 1.0, "accuracy": 0.89})
+        {'size_x': 4.0, 'latency_x': 2.0, 'accuracy_delta': -1.0}
+    """
+
+    def ratio(key: str) -> float | None:
+        a, b = baseline.get(key), final.get(key)
+        return a / b if a and b else None
+
+    acc_a, acc_b = baseline.get("accuracy"), final.get("accuracy")
+    delta = None if acc_a is None or acc_b is None else round(100 * (acc_b - acc_a), 4)
+    return {"size_x": ratio("file_bytes"), "latency_x": ratio("latency_ms_p50"),
+            "accuracy_delta": delta}  # fmt: skip
+
+
+def print_run_summary(
+    rows: list[tuple[str, dict[str, Any]]], *, title: str = "torchshrink compress",
+    console: Console | None = None,
+) -> dict[str, float | None]:  # fmt: skip
+    """Print one row per stage (accuracy, params, non-zeros, bytes, latency) and the gains line.
+
+    Returns the gains of the last row over the first (see :func:`run_gains`).
+    """
+    table = Table(title=title)
+    for col in ("stage", "accuracy", "params", "non-zeros", "bytes on disk", "latency ms"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for label, m in rows:
+        acc, lat = m.get("accuracy"), m.get("latency_ms_p50")
+        table.add_row(
+            label,
+            "-" if acc is None else f"{100 * acc:.2f}%",
+            f"{m.get('params', 0):,}",
+            f"{m.get('nonzero_params', 0):,}",
+            f"{m.get('file_bytes', 0):,}",
+            "-" if lat is None else f"{lat:.4f}",
+        )
+    console = console or Console()
+    console.print(table)
+    gains = run_gains(rows[0][1], rows[-1][1])
+    parts = []
+    if gains["size_x"] is not None:
+        parts.append(f"{gains['size_x']:.1f}x smaller on disk")
+    if gains["latency_x"] is not None:
+        parts.append(f"{gains['latency_x']:.2f}x the speed")
+    if gains["accuracy_delta"] is not None:
+        parts.append(f"accuracy {gains['accuracy_delta']:+.2f} points")
+    if parts:
+        console.print(f"[bold]vs baseline:[/bold] {', '.join(parts)}")
+    return gains

@@ -134,6 +134,8 @@ class Recipe(BaseModel):
         metric: the evaluation metric.
         seed: seeds data splits, the initial weights and training.
         profile_repeats: timed forward passes per profile (0 skips latency).
+        profile_batch: batch size of the latency measurement (1: single-sample latency).
+        profile_threads: intra-op threads of the latency measurement (``None``: as set).
         stages: the stages, run in order.
 
     Example:
@@ -155,6 +157,8 @@ class Recipe(BaseModel):
     metric: Literal["accuracy"] = "accuracy"
     seed: int = 0
     profile_repeats: int = Field(default=20, ge=0)
+    profile_batch: int = Field(default=1, ge=1)
+    profile_threads: int | None = Field(default=None, ge=1)
     stages: list[Stage] = Field(min_length=1)
 
 
