@@ -138,3 +138,15 @@ def _one_step_hook(model: nn.Module, assignments: dict[str, Assignment]) -> None
     opt = build_optimizer(model, cfg)
     state = TrainState(model, opt, build_scheduler(opt, cfg, steps_per_epoch=1), cfg)
     CentroidHook(assignments).on_train_start(state)
+
+
+def test_loss_terms_join_the_centroid_loss(digits: DataBundle) -> None:
+    from torchshrink.train.hooks import loss_term
+
+    model = _clustered(3)
+    before = _distinct(model.fc1.weight)
+    term = loss_term("l2", lambda m, x, y, logits: logits.pow(2).mean(), weight=0.1)
+    cfg = TrainConfig(epochs=1, lr=0.01, batch_size=64, show_progress=False)
+    r = finetune_centroids(model, digits, cfg, loss_terms=[term])
+    assert r.train.history[0].loss_terms["l2"] > 0
+    assert r.clusters["fc1.weight"] <= before <= 8

@@ -80,3 +80,34 @@ def test_config_validation_names_the_field() -> None:
         DeepCompressionConfig(layer_ratios={"fc1": 1.5})
     with pytest.raises(ValidationError, match=r"Extra inputs are not permitted"):
         DeepCompressionConfig(bits=3)  # type: ignore[call-arg]
+
+
+def test_agp_with_distillation_from_the_dense_model(
+    tmp_path: Path, digits: DataBundle, trained: nn.Module
+) -> None:
+    from torchshrink.distill import DistillConfig
+
+    model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    model.load_state_dict(trained.state_dict())
+    ft = TrainConfig(epochs=2, lr=0.01, batch_size=64, show_progress=False)
+    cfg = DeepCompressionConfig(
+        layer_ratios={"fc1": 0.9, "fc2": 0.85, "fc3": 0.5},
+        prune_schedule="agp",
+        prune_finetune=ft,
+        fc_bits=4,
+        centroid_finetune=ft.model_copy(update={"epochs": 1, "lr": 1e-3}),
+        distill=DistillConfig(alpha=0.7, temperature=4.0),
+    )
+    r = deep_compression(model, digits, config=cfg, path=tmp_path / "agp.safetensors")
+    # AGP ends exactly at the per-layer targets, and the soft targets did not break learning.
+    kept = {layer.name: layer.kept for layer in r.layers}
+    assert kept == pytest.approx({"fc1": 0.1, "fc2": 0.15, "fc3": 0.5}, abs=0.002)
+    assert r.stage("huffman").accuracy > r.stage("dense").accuracy - 0.05
+    assert r.to_dict()["config"]["distill"]["alpha"] == 0.7
+    # The teacher's hooks are gone: the model is a plain LeNet-300 again.
+    assert not model._forward_hooks and not model.fc1._forward_hooks
+
+
+def test_agp_without_finetuning_is_refused() -> None:
+    with pytest.raises(ValidationError, match="prune_schedule: 'agp' prunes during fine-tuning"):
+        DeepCompressionConfig(prune_schedule="agp", prune_finetune=None)

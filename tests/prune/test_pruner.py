@@ -6,10 +6,13 @@ import pytest
 import torch
 from torch import nn
 
+from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import ShapeError, UnsupportedLayerError
 from torchshrink.core.zoo import create_zoo_model
 from torchshrink.graph import dependency_groups
 from torchshrink.prune import PruneConfig, Pruner, get_masks, prune, residual_blocks
+from torchshrink.train.config import TrainConfig
+from torchshrink.train.hooks import loss_term
 
 
 def _mlp(width: int = 64) -> nn.Module:
@@ -156,3 +159,26 @@ def test_pruning_every_channel_of_a_layer_is_impossible() -> None:
     tiny = nn.Sequential(nn.Linear(1, 2))
     prune(tiny, PruneConfig(ratio=0.9), example_inputs=torch.zeros(1, 1))
     assert int((tiny[0].weight != 0).sum()) == 1
+
+
+def test_prune_adds_loss_terms_to_every_finetuning_round(digits: DataBundle) -> None:
+    calls: list[int] = []
+
+    def count(m: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return logits.sum() * 0.0
+
+    torch.manual_seed(0)
+    model = create_zoo_model("lenet300", input_size=8)
+    ft = TrainConfig(epochs=1, lr=0.01, batch_size=128, show_progress=False)
+    cfg = PruneConfig(ratio=0.8, schedule="iterative", steps=2, finetune=ft)
+    r = prune(
+        model,
+        cfg,
+        example_inputs=digits.example_inputs(1),
+        data=digits,
+        loss_terms=[loss_term("count", count)],
+    )
+    # Two rounds of one epoch each over the 1438 training images.
+    assert sum(calls) == 2 * 1438
+    assert r.sparsity == pytest.approx(0.8, abs=0.01)

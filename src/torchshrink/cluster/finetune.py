@@ -40,7 +40,8 @@ from torchshrink.cluster.kmeans_share import LAYER_TYPES, ClusterReport
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import ConfigError
 from torchshrink.train.config import TrainConfig
-from torchshrink.train.hooks import TrainHook, TrainState
+from torchshrink.train.distributed import sync_from_main
+from torchshrink.train.hooks import LossTerm, TrainHook, TrainState
 from torchshrink.train.loop import TrainResult, train
 
 Reduce = Literal["sum", "mean"]
@@ -171,6 +172,8 @@ class CentroidHook(TrainHook):
         self._plan: dict[str, tuple[nn.Parameter, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def on_train_start(self, state: TrainState) -> None:
+        # Under torchrun the weights are now rank 0's; so must the clusters read off them be.
+        self.assignments = sync_from_main(self.assignments)
         params = dict(state.model.named_parameters())
         self._plan.clear()
         for key, a in self.assignments.items():
@@ -245,6 +248,7 @@ def finetune_centroids(
     assignments: Mapping[str, Assignment] | ClusterReport | None = None,
     reduce: Reduce = "sum",
     hooks: Sequence[TrainHook] = (),
+    loss_terms: Sequence[LossTerm] = (),
 ) -> CentroidResult:
     """Fine-tune the shared centroids of a clustered model **in place**.
 
@@ -257,6 +261,7 @@ def finetune_centroids(
             off its layers) or ``None`` (every Linear / Conv layer).
         reduce: per-cluster gradient, ``"sum"`` or ``"mean"`` (see :class:`CentroidHook`).
         hooks: more training hooks (run after the centroid hook).
+        loss_terms: extra losses added to the cross-entropy (e.g. distillation terms).
 
     Raises:
         ConfigError: see :func:`assignments_from_model` and :class:`CentroidHook`.
@@ -276,7 +281,7 @@ def finetune_centroids(
         assignments = assignments_from_model(model, assignments)
     config = config or TrainConfig.preset("finetune")
     hook = CentroidHook(assignments, reduce=reduce)
-    result = train(model, data, config, hooks=[hook, *hooks])
+    result = train(model, data, config, hooks=[hook, *hooks], loss_terms=loss_terms)
     params = dict(model.named_parameters())
     clusters = {
         k: int(torch.unique(params[k].detach()[params[k].detach() != 0]).numel())

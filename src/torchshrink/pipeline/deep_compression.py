@@ -3,8 +3,8 @@
 Stages, each measured (test accuracy, non-zero parameters, bytes of the file it would write):
 
 1. ``dense``: the model as given, saved as a plain fp32 model file.
-2. ``pruned``: magnitude pruning of Linear / Conv weights, iteratively with fine-tuning
-   (:func:`torchshrink.prune`).
+2. ``pruned``: magnitude pruning of Linear / Conv weights, iteratively or gradually (AGP) with
+   fine-tuning (:func:`torchshrink.prune`).
 3. ``clustered``: per-layer k-means weight sharing with linear initialisation
    (:func:`torchshrink.cluster.cluster_weights`; 5 bits for fully connected and 8 for
    convolution layers by default, as in the paper).
@@ -12,6 +12,9 @@ Stages, each measured (test accuracy, non-zero parameters, bytes of the file it 
    zeros kept; :func:`torchshrink.cluster.finetune.finetune_centroids`).
 5. ``huffman``: the Huffman-coded model file (:func:`torchshrink.codec.save_compressed`)
    written to ``path``, loaded back with :func:`torchshrink.load` and evaluated again.
+
+With ``distill`` set, every fine-tuning (pruning and centroids) also learns the soft targets of
+a frozen copy of the dense model as given, which recovers most of what a very sparse net loses.
 
 The bytes of stages 2-4 are those of a Huffman-coded file of that stage's model (written to a
 temporary folder), so every stage is priced the same way. The compression ratio is the dense
@@ -35,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import re
 import tempfile
 import time
@@ -43,7 +47,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from torchshrink.cluster.finetune import assignments_from_model, finetune_centroids
@@ -54,11 +58,13 @@ from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import ConfigError
 from torchshrink.core.forward import Inputs
 from torchshrink.core.modelfile import load, save
+from torchshrink.distill.distiller import DistillConfig, distill_loss_terms
 from torchshrink.measure.accuracy import evaluate
 from torchshrink.measure.params import param_stats
 from torchshrink.prune.config import PruneConfig
 from torchshrink.prune.pruner import prune
 from torchshrink.train.config import TrainConfig
+from torchshrink.train.hooks import LossTerm
 
 
 def _default_finetune() -> TrainConfig:
@@ -77,13 +83,20 @@ class DeepCompressionConfig(BaseModel):
             about 8% of LeNet's weights); ``0`` skips pruning.
         layer_ratios: ``{name_or_regex: ratio}`` overriding ``prune_ratio`` per layer.
         prune_steps: rounds of prune + fine-tune (each removes the same fraction of what is
-            left); ``1`` prunes at once.
-        prune_finetune: training after each pruning round; ``None`` does not train.
+            left); ``1`` prunes at once. Ignored by ``prune_schedule="agp"``.
+        prune_schedule: ``"iterative"`` (``prune_steps`` hard rounds, each followed by
+            ``prune_finetune``) or ``"agp"`` (one ``prune_finetune`` run during which the
+            sparsity rises gradually to its target, Zhu & Gupta 2017).
+        prune_finetune: training after each pruning round (or during AGP); ``None`` does not
+            train.
         fc_bits: index bits of fully connected layers (``2**bits`` shared values).
         conv_bits: index bits of convolution layers.
         layer_bits: ``{name_or_regex: bits}`` overriding ``fc_bits`` / ``conv_bits``.
         centroid_finetune: training of the shared centroids; ``None`` does not train.
         centroid_reduce: per-cluster gradient, ``"sum"`` (the paper's) or ``"mean"``.
+        distill: soft targets of the dense model (a frozen copy of the model as given) added
+            to every fine-tuning; the hard-label cross-entropy is scaled by ``1 - alpha``.
+            ``None`` trains on the labels only.
         index_bits: bits per relative position of sparse tensors (``None``: the smallest file).
         ignore: module names or regexes left dense and unshared.
         seed: seeds pruning; the training seeds are those of the TrainConfigs.
@@ -98,15 +111,23 @@ class DeepCompressionConfig(BaseModel):
     prune_ratio: float = Field(default=0.92, ge=0, lt=1)
     layer_ratios: dict[str, float] = Field(default_factory=dict)
     prune_steps: int = Field(default=3, ge=1)
+    prune_schedule: Literal["iterative", "agp"] = "iterative"
     prune_finetune: TrainConfig | None = Field(default_factory=_default_finetune)
     fc_bits: int = Field(default=5, ge=1, le=16)
     conv_bits: int = Field(default=8, ge=1, le=16)
     layer_bits: dict[str, int] = Field(default_factory=dict)
     centroid_finetune: TrainConfig | None = Field(default_factory=_default_centroid_finetune)
     centroid_reduce: Literal["sum", "mean"] = "sum"
+    distill: DistillConfig | None = None
     index_bits: int | None = Field(default=None, ge=1, le=16)
     ignore: tuple[str, ...] = ()
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_agp(self) -> DeepCompressionConfig:
+        if self.prune_schedule == "agp" and self.prune_finetune is None:
+            raise ValueError("prune_schedule: 'agp' prunes during fine-tuning; set prune_finetune")
+        return self
 
     @field_validator("layer_ratios")
     @classmethod
@@ -238,6 +259,13 @@ def _weight(model: nn.Module, name: str) -> torch.Tensor:
     return w.detach()
 
 
+def _with_kd(ft: TrainConfig | None, distill: DistillConfig | None) -> TrainConfig | None:
+    # The loop's hard-label cross-entropy gets 1 - alpha, as in torchshrink.distill.distill.
+    if ft is None or distill is None:
+        return ft
+    return ft.model_copy(update={"ce_weight": (1.0 - distill.alpha) * ft.ce_weight})
+
+
 def _measure(
     stage: str, model: nn.Module, data: DataBundle, file_bytes: int, dense: int, t0: float
 ) -> StageRecord:
@@ -288,6 +316,12 @@ def deep_compression(
     dense = sum(4 * t.numel() for t in model.state_dict().values() if t.is_floating_point())
     tmp = tempfile.TemporaryDirectory(prefix="torchshrink_dc_")
     stages: list[StageRecord] = []
+    terms: list[LossTerm] = []
+    if config.distill is not None:
+        teacher = copy.deepcopy(model).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        terms = distill_loss_terms(model, teacher, config.distill)
 
     def coded_bytes(name: str) -> int:
         file = Path(tmp.name) / f"{name}.safetensors"
@@ -301,18 +335,21 @@ def deep_compression(
 
         t0 = time.perf_counter()
         if config.prune_ratio > 0 or config.layer_ratios:
+            schedule = config.prune_schedule
+            if schedule == "iterative" and config.prune_steps == 1:
+                schedule = "oneshot"
             pc = PruneConfig(
                 granularity="unstructured",
                 method="l1",
                 ratio=config.prune_ratio,
                 layer_ratios=config.layer_ratios,
                 ignore=config.ignore,
-                schedule="iterative" if config.prune_steps > 1 else "oneshot",
+                schedule=schedule,
                 steps=config.prune_steps,
-                finetune=config.prune_finetune,
+                finetune=_with_kd(config.prune_finetune, config.distill),
                 seed=config.seed,
             )
-            prune(model, pc, example_inputs=example_inputs, data=data)
+            prune(model, pc, example_inputs=example_inputs, data=data, loss_terms=terms)
         stages.append(_measure("pruned", model, data, coded_bytes("pruned"), dense, t0))
 
         t0 = time.perf_counter()
@@ -325,11 +362,16 @@ def deep_compression(
             finetune_centroids(
                 model,
                 data,
-                config.centroid_finetune,
+                _with_kd(config.centroid_finetune, config.distill),
                 assignments=assignments,
                 reduce=config.centroid_reduce,
+                loss_terms=terms,
             )
         stages.append(_measure("centroids", model, data, coded_bytes("centroids"), dense, t0))
+    for term in terms:
+        close = getattr(term, "close", None)
+        if close is not None:
+            close()  # removes the student feature hooks (none for logits-only distillation)
 
     t0 = time.perf_counter()
     final = save_compressed(model, path, index_bits=config.index_bits)

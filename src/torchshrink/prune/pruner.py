@@ -63,7 +63,8 @@ from torchshrink.prune.masks import (
     nm_mask,
 )
 from torchshrink.prune.structured import remove_groups
-from torchshrink.train.hooks import TrainState
+from torchshrink.train.distributed import sync_from_main
+from torchshrink.train.hooks import LossTerm, TrainState
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,7 @@ class Pruner:
                 if r is not None or not c.global_:
                     ratios[k] = sparsity if r is None else r
             masks = magnitude_masks(scores, ratios, global_ratio=sparsity if c.global_ else None)
+        masks = sync_from_main(masks)  # under torchrun every rank keeps rank 0's masks
         return attach_masks(self.model, masks).sparsity()
 
     def _prunable_groups(self) -> list[Group]:
@@ -307,7 +309,7 @@ class Pruner:
                 dead = torch.ones(g.size, dtype=torch.bool)
                 dead[self._keeps[g.id]] = False
                 s.masked_fill_(dead, float("-inf"))
-        keeps = self._allocate(groups, scores, fraction, sparsity)
+        keeps = sync_from_main(self._allocate(groups, scores, fraction, sparsity))  # rank 0's
         for g, k in zip(groups, keeps, strict=True):
             self.changes.setdefault(g.label, [g.size, g.size])[1] = len(k)
         if masked:
@@ -355,6 +357,7 @@ class Pruner:
         count = min(count, len(blocks) - 1)
         if count > 0:
             scores = self.importance.block_scores(self.model, blocks, self._context())
+            scores = sync_from_main(scores)  # under torchrun every rank removes rank 0's choice
             for i in torch.argsort(scores, stable=True)[:count].tolist():
                 parent, _, attr = blocks[i].rpartition(".")
                 setattr(
@@ -423,12 +426,15 @@ def prune(
     *,
     example_inputs: Inputs,
     data: DataBundle | Dataset[Any] | Iterable[Any] | None = None,
+    loss_terms: Sequence[LossTerm] = (),
 ) -> PruneResult:
     """Prune ``model`` **in place** following ``config`` (with fine-tuning when configured).
 
     One-shot: prune, then fine-tune once. Iterative: ``steps`` rounds of prune + fine-tune.
     AGP: fine-tune while pruning gradually. Masks are baked in and masked channels removed at
     the end, so the result is a plain (smaller or sparse) model that saves and loads.
+    ``loss_terms`` (e.g. distillation from the dense model,
+    :func:`torchshrink.distill.distill_loss_terms`) are added to every fine-tuning run.
 
     Raises:
         ConfigError: fine-tuning without a :class:`DataBundle`, AGP without fine-tuning, ...
@@ -466,10 +472,14 @@ def prune(
         pruner.step()
         if ft is not None:
             assert isinstance(data, DataBundle)
-            accuracy = train(model, data, ft, hooks=[pruner.hook()]).final_accuracy
+            accuracy = train(
+                model, data, ft, hooks=[pruner.hook()], loss_terms=loss_terms
+            ).final_accuracy
     if config.schedule == "agp":
         assert ft is not None and isinstance(data, DataBundle)
-        accuracy = train(model, data, ft, hooks=[pruner.hook()]).final_accuracy
+        accuracy = train(
+            model, data, ft, hooks=[pruner.hook()], loss_terms=loss_terms
+        ).final_accuracy
         if pruner.done < config.target_sparsity:  # training stopped before the end step
             pruner.prune_to(config.target_sparsity)
     pruner.finish()
