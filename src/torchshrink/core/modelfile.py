@@ -84,7 +84,8 @@ def save(
 ) -> Path:
     """Write ``model`` to ``path`` as a torchshrink model file (atomically) and return the path.
 
-    See :func:`to_bytes` for the arguments.
+    See :func:`to_bytes` for the arguments. Under ``torchrun`` only rank 0 writes: the other
+    ranks return ``path`` without writing, so every rank may run the same script.
 
     Example:
         >>> import torchshrink
@@ -94,11 +95,22 @@ def save(
     from safetensors.torch import save_file
 
     path = Path(path)
+    if _rank() != 0:
+        return path
     state, meta = _prepare(model, spec=spec, metadata=metadata, tensors=tensors)
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
     os.replace(tmp, path)
     return path
+
+
+def _rank() -> int:
+    # This process's rank under torchrun, 0 otherwise (what torchshrink.train.distributed.rank
+    # says; core cannot import train).
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    value = os.environ.get("RANK", "0").strip()
+    return int(value) if value.isdigit() else 0
 
 
 def read_header(path: str | Path) -> dict[str, Any]:

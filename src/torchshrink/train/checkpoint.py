@@ -3,7 +3,8 @@
 A checkpoint holds the model and optimizer state dicts, the scheduler state, the number of
 finished epochs, the best test accuracy so far, the history and the RNG states. It is written
 with ``torch.save`` to a temporary file that then replaces ``last.ckpt`` atomically, and read
-back only with ``torch.load(..., weights_only=True)``, which never runs pickled code.
+back only with ``torch.load(..., weights_only=True)``, which never runs pickled code. Under
+``torchrun`` only rank 0 writes it.
 
 Example:
     >>> import tempfile, torch
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 
 from torchshrink.core.errors import ModelFileError
+from torchshrink.train.distributed import is_main
 
 CHECKPOINT_NAME = "last.ckpt"
 FORMAT_VERSION = 1
@@ -101,6 +103,8 @@ def restore_rng(rng: dict[str, Any]) -> None:
 def save_checkpoint(directory: str | os.PathLike[str], snapshot: TrainingSnapshot) -> Path:
     """Write ``snapshot`` to ``directory/last.ckpt`` atomically and return that path.
 
+    Under ``torchrun`` only rank 0 writes; the other ranks return the path without writing.
+
     Example:
         >>> import tempfile
         >>> snap = TrainingSnapshot({}, {}, {}, epochs_done=0, best_accuracy=-1.0,
@@ -109,6 +113,8 @@ def save_checkpoint(directory: str | os.PathLike[str], snapshot: TrainingSnapsho
         'last.ckpt'
     """
     path = checkpoint_path(directory)
+    if not is_main():  # every rank holds the same state; concurrent writes would race
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format_version": FORMAT_VERSION,

@@ -37,6 +37,19 @@ from torchshrink.train.checkpoint import (
     save_checkpoint,
 )
 from torchshrink.train.config import TrainConfig
+from torchshrink.train.distributed import (
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    init_distributed,
+    is_main,
+    resolve_device,
+    shard_loader,
+    sync_from_main,
+    unwrap_ddp,
+    world_size,
+    wrap_ddp,
+)
 from torchshrink.train.hooks import LossTerm, TrainHook, TrainState
 from torchshrink.train.progress import EpochProgress
 from torchshrink.train.schedules import build_optimizer, build_scheduler
@@ -121,6 +134,12 @@ def train(
     left as it was. With ``checkpoint_dir`` the state is saved after every epoch and
     ``resume=True`` continues from it to the same weights an uninterrupted run reaches.
 
+    Under ``torchrun`` the same call trains data-parallel (see ``docs/distributed.md``): the
+    model is wrapped in ``DistributedDataParallel`` (hooks and loss terms still get the
+    unwrapped model), ``config.batch_size`` is the global batch split over the ranks, the
+    history holds means over all ranks, every rank evaluates the whole test split, and only
+    rank 0 writes checkpoints and draws the progress bar.
+
     Args:
         model: a classifier returning logits ``(B, num_classes)`` (or a tuple / dict / HF output
             whose first tensor is the logits); trained in place and moved to ``device``.
@@ -149,11 +168,11 @@ def train(
     _check_inputs(data, loss_terms)
     if config.dropout is not None:
         _set_dropout(model, config.dropout)
-    model.to(device)
+    dev = resolve_device(device)
+    model.to(dev)
     threads = torch.get_num_threads()
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
-    dev = torch.device(device)
     rng_devices = [dev.index or 0] if dev.type == "cuda" else []
     try:
         # Seeding inside a forked RNG keeps training reproducible without disturbing the caller.
@@ -173,14 +192,18 @@ def _run(
     device: torch.device,
 ) -> TrainResult:
     t_start = time.perf_counter()
-    steps_per_epoch = len(data.loader("train", batch_size=config.batch_size, seed=config.seed))
+    ddp_on = init_distributed(device)
+    steps_per_epoch = len(_train_loader(data, config, 0, ddp_on))
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch=steps_per_epoch)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     state = TrainState(model=model, optimizer=optimizer, scheduler=scheduler, config=config)
     best_acc, best_epoch, start, early_done = -1.0, -1, 0, False
     if config.resume and config.checkpoint_dir is not None:
-        snap = load_checkpoint(config.checkpoint_dir)
+        # Rank 0 reads and sends, so other machines need no copy of the checkpoint.
+        snap = load_checkpoint(config.checkpoint_dir) if is_main() else None
+        if ddp_on:
+            snap = sync_from_main(snap)
         if snap is not None:
             _restore(snap, model, optimizer, scheduler, config)
             best_acc, best_epoch, start = snap.best_accuracy, snap.best_epoch, snap.epochs_done
@@ -188,6 +211,10 @@ def _run(
             state.global_step = snap.global_step
             # An early-stopped run stays stopped; a run a hook interrupted goes on.
             early_done = snap.early_stopped
+    # Wrapping broadcasts rank 0's parameters and buffers, so hooks start from the same model.
+    forward = (
+        wrap_ddp(model, device, find_unused=_has_unused(model, data, device)) if ddp_on else model
+    )
     for h in hooks:
         h.on_train_start(state)
     end_epoch = start if early_done else config.epochs
@@ -196,7 +223,7 @@ def _run(
         for epoch in range(start, end_epoch):
             t0 = time.perf_counter()
             state.epoch = epoch
-            record = _train_epoch(state, data, loss_terms, hooks, params, bar, device)
+            record = _train_epoch(state, data, loss_terms, hooks, params, bar, device, forward)
             test_acc = None
             if (epoch + 1) % config.eval_every == 0 or epoch == config.epochs - 1:
                 test_acc = evaluate(model, data.test, batch_size=256, device=device).accuracy
@@ -211,6 +238,8 @@ def _run(
             bar.end_epoch(record)
             for h in hooks:
                 h.on_epoch_end(state)
+            if ddp_on:  # a hook's stop request on any rank stops all of them together
+                state.should_stop = any_rank(state.should_stop)
             if config.checkpoint_dir is not None:
                 snap = TrainingSnapshot(
                     model=model.state_dict(),
@@ -224,9 +253,12 @@ def _run(
                     global_step=state.global_step,
                     early_stopped=early,
                 )
-                save_checkpoint(config.checkpoint_dir, snap)
+                save_checkpoint(config.checkpoint_dir, snap)  # rank 0 only
+                if ddp_on:
+                    barrier()
             if early or state.should_stop:
                 break
+    unwrap_ddp(forward)
     final = evaluate(model, data.test, batch_size=256, device=device).accuracy
     if final > best_acc:
         best_acc, best_epoch = final, (state.history[-1].epoch if state.history else -1)
@@ -252,12 +284,12 @@ def _train_epoch(
     params: list[nn.Parameter],
     bar: EpochProgress,
     device: torch.device,
+    forward: nn.Module,
 ) -> EpochRecord:
     config, model, optimizer = state.config, state.model, state.optimizer
-    model.train()
-    # A fresh loader seeded per epoch makes the shuffle order independent of how we got here
-    # (straight through or resumed).
-    loader = data.loader("train", batch_size=config.batch_size, seed=config.seed + state.epoch)
+    forward.train()
+    ddp_on = forward is not model
+    loader = _train_loader(data, config, state.epoch, ddp_on)
     loss_sum, correct, seen, lr = 0.0, 0, 0, 0.0
     term_sums: dict[str, float] = {t.name: 0.0 for t in loss_terms}
     bar.start_epoch(state.epoch)
@@ -265,7 +297,7 @@ def _train_epoch(
         x, y = x.to(device), y.to(device)
         if config.augment is not None:
             x = augment_batch(x, config.augment)
-        logits = _logits(model(x))  # (B, num_classes)
+        logits = _logits(forward(x))  # (B, num_classes)
         loss = config.ce_weight * F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
         terms = {t.name: t(model, x, y, logits) for t in loss_terms}
         for value in terms.values():
@@ -297,6 +329,10 @@ def _train_epoch(
         for k, v in state.loss_terms.items():
             term_sums[k] += v * n
         bar.advance(state.loss, correct / seen, state.loss_terms)
+    if ddp_on:  # sums over all ranks, so the history holds the mean over every sample
+        sums = torch.tensor([loss_sum, correct, seen, *term_sums.values()], dtype=torch.float64)
+        loss_sum, correct, seen, *terms_all = all_reduce_sum(sums).tolist()
+        term_sums = dict(zip(term_sums, terms_all, strict=True))
     seen = max(seen, 1)
     return EpochRecord(
         epoch=state.epoch,
@@ -307,6 +343,37 @@ def _train_epoch(
         seconds=0.0,
         loss_terms={k: v / seen for k, v in term_sums.items()},
     )
+
+
+def _train_loader(data: DataBundle, config: TrainConfig, epoch: int, ddp_on: bool) -> Any:
+    # A fresh loader seeded per epoch makes the shuffle order independent of how we got here
+    # (straight through or resumed). Shards draw the same permutation, so the ranks' batches
+    # together are the single-process batches.
+    if not ddp_on:
+        return data.loader("train", batch_size=config.batch_size, seed=config.seed + epoch)
+    if config.batch_size % world_size():
+        warnings.warn(
+            f"train: batch_size {config.batch_size} is not a multiple of the {world_size()} "
+            "ranks; each rank takes the next larger share, so the global batch grows",
+            stacklevel=4,
+        )
+    return shard_loader(data.train, batch_size=config.batch_size, seed=config.seed, epoch=epoch)
+
+
+def _has_unused(model: nn.Module, data: DataBundle, device: torch.device) -> bool:
+    # DDP must be told about parameters that get no gradient (or it fails a step later), but
+    # looking for them costs a graph walk per step: probe once, in eval mode (no BN update).
+    params = [p for p in model.parameters() if p.requires_grad]
+    x = data.example_inputs(2, split="train").to(device)  # (2, *input_shape)
+    was = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            out = _logits(model(x)).float().sum()
+        grads = torch.autograd.grad(out, params, allow_unused=True) if out.requires_grad else []
+    finally:
+        model.train(was)
+    return len(grads) < len(params) or any(g is None for g in grads)
 
 
 def _check_inputs(data: Any, loss_terms: Sequence[Any]) -> None:

@@ -1,7 +1,7 @@
 """The training progress bar: epoch, step, running loss and accuracy, via rich.progress.
 
 It draws only when ``TrainConfig.show_progress`` is true and the console is a terminal, so
-logs, CI and ``--json`` output stay clean.
+logs, CI and ``--json`` output stay clean, and under ``torchrun`` only on rank 0.
 
 Example:
     >>> from torchshrink.train.config import TrainConfig
@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from torchshrink.train.config import TrainConfig
+from torchshrink.train.distributed import is_main
 
 
 class EpochProgress:
@@ -35,7 +36,7 @@ class EpochProgress:
         self.config = config
         self.steps_per_epoch = steps_per_epoch
         self.console = console or Console(stderr=True)
-        self.enabled = config.show_progress and self.console.is_terminal
+        self.enabled = config.show_progress and self.console.is_terminal and is_main()
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
