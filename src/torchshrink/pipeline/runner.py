@@ -8,6 +8,9 @@ Layout of ``out_dir``::
     model.safetensors                the final model (torchshrink.load reads it)
     model.onnx                       when the recipe has an ``export`` stage
     run.json                         recipe, per-stage config, metrics, timings, versions, machine
+                                     and per-layer records: ``baseline_layers`` and every
+                                     ``stages[i]["layers"]`` (see pipeline.layer_stats; the
+                                     histograms of later models reuse the baseline's bins)
     report.html                      rendered from run.json
 
 With ``resume=True`` the runner reloads the last finished stage's checkpoint and runs only the
@@ -54,6 +57,7 @@ class StageRun:
     metrics: dict[str, Any]
     checkpoint: str
     details: dict[str, Any]
+    layers: list[dict[str, Any]] | None = None  # LayerStats dicts; None in older state files
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ def run_recipe(
     if state is not None:
         model = torchshrink.load(state["checkpoint"])
         baseline = state["baseline"]
+        baseline_layers = state.get("baseline_layers")
         done = [StageRun(**s) for s in state["stages"]]
     else:
         torch.manual_seed(recipe.seed)
@@ -121,7 +126,8 @@ def run_recipe(
             torchshrink.train(model, data, recipe.train)
         ckpt = torchshrink.save(model, stages_dir / "00-baseline.safetensors")
         baseline = _measure(model, data, recipe, ckpt)
-        _write_state(state_path, recipe_doc, baseline, [], ckpt)
+        baseline_layers = _layers(model, None)
+        _write_state(state_path, recipe_doc, baseline, [], ckpt, baseline_layers)
     resumed_from = len(done)
     ctx = StageContext(
         recipe=recipe, data=data, out_dir=out, baseline_path=stages_dir / "00-baseline.safetensors"
@@ -152,9 +158,10 @@ def run_recipe(
                     metrics=_measure(model, data, recipe, Path(details.get("file_path", ckpt))),
                     checkpoint=str(ckpt),
                     details=details,
+                    layers=_layers(model, baseline_layers),
                 )
             )
-            _write_state(state_path, recipe_doc, baseline, done, ckpt)
+            _write_state(state_path, recipe_doc, baseline, done, ckpt, baseline_layers)
             progress.advance(task)
 
     finished = len(done) == len(recipe.stages)
@@ -166,6 +173,7 @@ def run_recipe(
         doc = {
             "recipe": recipe_doc,
             "baseline": baseline,
+            "baseline_layers": baseline_layers,
             "stages": [asdict(s) for s in done],
             "final": done[-1].metrics if done else baseline,
             "model_path": str(model_path),
@@ -210,6 +218,14 @@ def _measure(model: nn.Module, data: Any, recipe: Recipe, file_path: Path) -> di
     return prof
 
 
+def _layers(model: nn.Module, baseline_layers: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    from torchshrink.pipeline.layer_stats import hist_ranges, layer_stats
+
+    # the baseline's histogram ranges: before / after histograms share their bins
+    ranges = hist_ranges(baseline_layers) if baseline_layers else None
+    return [r.to_dict() for r in layer_stats(model, ranges=ranges)]
+
+
 def _read_state(path: Path, recipe_doc: dict[str, Any]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
@@ -228,10 +244,12 @@ def _write_state(
     baseline: dict[str, Any],
     done: list[StageRun],
     checkpoint: Path,
+    baseline_layers: list[dict[str, Any]] | None = None,
 ) -> None:
     doc = {
         "recipe": recipe_doc,
         "baseline": baseline,
+        "baseline_layers": baseline_layers,
         "stages": [asdict(s) for s in done],
         "checkpoint": str(checkpoint),
     }

@@ -8,6 +8,6 @@ Example:
 
 from __future__ import annotations
 
-from torchshrink.report.html import render_report
+from torchshrink.report.html import render_html, render_report
 
-__all__ = ["render_report"]
+__all__ = ["render_html", "render_report"]
