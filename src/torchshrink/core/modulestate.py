@@ -258,6 +258,8 @@ _PROVIDERS: dict[str, str] = {
     "torchshrink.graph.mha.PrunedMultiheadAttention": "torchshrink.graph.mha",
     "torchshrink.quantize.qmodules.QuantLinear": "torchshrink.quantize.qmodules",
     "torchshrink.quantize.qmodules.QuantConv2d": "torchshrink.quantize.qmodules",
+    "torchshrink.quantize.codebook.CodebookLinear": "torchshrink.quantize.codebook",
+    "torchshrink.quantize.codebook.CodebookConv2d": "torchshrink.quantize.codebook",
 }
 
 

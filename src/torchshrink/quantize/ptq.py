@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from torchshrink.quantize.fold import fold_bn
 from torchshrink.quantize.observers import Observer, make_observer
 from torchshrink.quantize.primitives import check_finite
 from torchshrink.quantize.qmodules import QUANT_LAYERS
+from torchshrink.quantize.spec import QuantSpec
 
 _REPORT_ATTR = "_torchshrink_quant_report"
 
@@ -133,6 +135,7 @@ def quantize(
             continue
         spec = config.weight_spec_for(name)
         assert spec is not None  # float overrides were dropped by _select_layers
+        spec, note = fit_group_size(spec, module.weight.shape, name=name)
         qlayer = QUANT_LAYERS[type(module)](
             module,
             spec,
@@ -145,7 +148,13 @@ def quantize(
             qlayer.set_input_qparams(*observers[name].compute())
         _set_submodule(out, name, qlayer)
         records[name] = LayerQuant(
-            name, type(module).__name__, "quantized", spec.bits, spec.granularity, config.mode
+            name,
+            type(module).__name__,
+            "quantized",
+            spec.bits,
+            spec.granularity,
+            config.mode,
+            reason=note,
         )
 
     report = QuantReport(
@@ -153,6 +162,34 @@ def quantize(
     )
     object.__setattr__(out, _REPORT_ATTR, report)  # plain metadata, survives deepcopy
     return out
+
+
+def fit_group_size(
+    spec: QuantSpec, weight_shape: torch.Size | tuple[int, ...], *, name: str = "layer"
+) -> tuple[QuantSpec, str]:
+    """A per-group spec whose groups fit ``weight_shape``, and why it changed (or ``""``).
+
+    When ``group_size`` does not divide the flattened input dim ``K`` (784 for a 28x28 input),
+    the largest divisor of ``K`` below it is used; when that is under 8 (``K`` prime, say),
+    groups would cost more scale bytes than they save, so the layer goes per channel.
+
+    Example:
+        >>> spec, why = fit_group_size(QuantSpec.preset("int4g128"), (300, 784), name="fc1")
+        >>> spec.group_size, why
+        (112, 'fc1: group_size 128 does not divide the input dim 784; groups of 112')
+    """
+    if spec.granularity != "per_group" or len(weight_shape) < 2:
+        return spec, ""
+    assert spec.group_size is not None  # guaranteed by QuantSpec validation
+    k = math.prod(weight_shape) // max(weight_shape[spec.resolve_axis(len(weight_shape))], 1)
+    if k % spec.group_size == 0:
+        return spec, ""
+    size = next(d for d in range(min(spec.group_size, k), 0, -1) if k % d == 0)
+    why = f"{name}: group_size {spec.group_size} does not divide the input dim {k}"
+    if size < 8:
+        fields = spec.model_dump(exclude={"group_size"})
+        return QuantSpec(**{**fields, "granularity": "per_channel"}), f"{why}; per channel"
+    return spec.model_copy(update={"group_size": size}), f"{why}; groups of {size}"
 
 
 def get_quant_report(model: nn.Module) -> QuantReport | None:

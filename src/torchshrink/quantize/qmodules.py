@@ -11,6 +11,10 @@ integer kernel sees:
 where in static mode the bias is rounded to int32 at scale ``s_x * s_w`` (as QLinearConv /
 QGemm store it). These modules are the source of truth for ONNX export (``deploy.onnx_export``).
 
+Saved state holds the codes only (the float weight is rebuilt on load), and codes narrower
+than 8 bits are bit-packed there (:attr:`QuantLayer.storage_bits` bits per code, a flat uint8
+stream), so an int4 weight takes half a byte per weight in a model file and is unpacked on load.
+
 Example:
     >>> import torch
     >>> from torch import nn
@@ -30,6 +34,7 @@ from torch import nn
 
 from torchshrink.core.modulestate import register_module_state
 from torchshrink.quantize.observers import make_observer
+from torchshrink.quantize.packing import pack_bits, unpack_bits
 from torchshrink.quantize.primitives import dequantize, fake_quantize, qparams_from_tensor
 from torchshrink.quantize.primitives import quantize as quantize_codes
 from torchshrink.quantize.spec import QuantSpec
@@ -103,6 +108,20 @@ class QuantLayer(nn.Module):
         self.register_buffer("weight_zero_point", zp)
         self.register_buffer("input_scale", torch.ones(()))
         self.register_buffer("input_zero_point", torch.zeros((), dtype=torch.int32))
+
+    @property
+    def storage_bits(self) -> int:
+        """Bits per weight code in saved state (codes under 8 bits are bit-packed there)."""
+        return self.weight_spec.bits
+
+    def weight_from_state(self, state: dict[str, Any], prefix: str) -> torch.Tensor:
+        """The float weight that the (unpacked) codes in a state dict stand for."""
+        return dequantize(
+            state[prefix + "weight_q"],
+            state[prefix + "weight_scale"],
+            state[prefix + "weight_zero_point"],
+            self.weight_spec,
+        )
 
     def set_input_qparams(self, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
         """Record the calibrated input scale and zero point (static mode)."""
@@ -193,24 +212,56 @@ QUANT_LAYERS: dict[type[nn.Module], type[QuantLayer]] = {
 }
 
 
+# Codes are packed / unpacked this many at a time: a multiple of 8 codes is a whole number of
+# bytes at any width, so the chunks concatenate to the one stream, in bounded memory.
+_PACK_CHUNK = 1 << 20
+
+
 def _drop_float_weight(
     module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any
 ) -> None:
     state_dict.pop(prefix + "module.weight", None)
+    assert isinstance(module, QuantLayer)
+    key, bits = prefix + "weight_q", module.storage_bits
+    codes = state_dict.get(key)
+    # Packed only when that is shorter, so a load tells packed codes by their count alone.
+    if codes is None or bits >= 8 or (codes.numel() * bits + 7) // 8 >= codes.numel():
+        return
+    flat = codes.detach().reshape(-1)  # (N,)
+    chunks = [
+        pack_bits(flat[i : i + _PACK_CHUNK], bits) for i in range(0, flat.numel(), _PACK_CHUNK)
+    ]
+    state_dict[key] = torch.cat(chunks)  # (ceil(N * bits / 8),) uint8
+
+
+def _unpack_codes(module: QuantLayer, packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    bits, signed, n = module.storage_bits, module.weight_spec.signed, shape.numel()
+    step = _PACK_CHUNK * bits // 8  # bytes per chunk of codes
+    parts = []
+    for start in range(0, n, _PACK_CHUNK):
+        count = min(_PACK_CHUNK, n - start)
+        chunk = packed[start // _PACK_CHUNK * step :][: (count * bits + 7) // 8]
+        parts.append(unpack_bits(chunk, bits, count, signed=signed))
+    return torch.cat(parts).reshape(shape).to(module.weight_spec.storage_dtype)
 
 
 def _restore_float_weight(
     module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
 ) -> None:
-    # Runs before the child `module` loads: give it the weight its codes stand for.
+    # Runs before the child `module` loads: unpack the codes and give the child the weight
+    # they stand for. The child was rebuilt from its record, so its weight has the true shape.
+    assert isinstance(module, QuantLayer)
     key, codes = prefix + "module.weight", state_dict.get(prefix + "weight_q")
+    child_weight = getattr(getattr(module, "module", None), "weight", None)
+    if codes is not None and isinstance(child_weight, torch.Tensor):
+        shape = child_weight.shape
+        if codes.numel() != shape.numel() and codes.dtype == torch.uint8:
+            codes = _unpack_codes(module, codes, shape)
+            state_dict[prefix + "weight_q"] = codes
+            module.weight_q = codes  # an assign-load checks the buffer's shape against this
     if key in state_dict or codes is None:
         return
-    assert isinstance(module, QuantLayer)
-    spec = module.weight_spec
-    scale = state_dict[prefix + "weight_scale"]
-    zero_point = state_dict[prefix + "weight_zero_point"]
-    state_dict[key] = dequantize(codes, scale, zero_point, spec).to(torch.float32)
+    state_dict[key] = module.weight_from_state(state_dict, prefix).to(torch.float32)
 
 
 def _ctor_values(m: nn.Module) -> dict[str, Any]:
