@@ -17,6 +17,13 @@ from torchshrink.cli.compress_cmd import compress_command, report_command
 from torchshrink.cli.deep_compression_cmd import deep_compression_command
 from torchshrink.cli.distill_cmd import distill_command
 from torchshrink.cli.prune_cmd import prune_command, sensitivity_command
+from torchshrink.cli.quantize_cmd import (
+    export_command,
+    format_onnx_record,
+    onnx_eval,
+    onnx_profile,
+    quantize_command,
+)
 
 app = typer.Typer(
     name="torchshrink",
@@ -149,9 +156,15 @@ def eval_cmd(
     limit: LimitOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Evaluate MODEL's accuracy on the test split of DATA."""
+    """Evaluate MODEL's accuracy on the test split of DATA (an .onnx file runs in ONNX Runtime)."""
     from torchshrink.measure.accuracy import evaluate
 
+    if model_ref.endswith(".onnx"):  # an exported model: run it in ONNX Runtime
+        record = onnx_eval(
+            model_ref, data=data, batch_size=batch_size, threads=1, seed=seed, limit=limit
+        )
+        print_json(record) if json_out else typer.echo(format_onnx_record(record))
+        return
     loaded = resolve(
         model_ref, model_args=model_arg, weights=weights, data_ref=data, seed=seed, limit=limit
     )
@@ -200,6 +213,13 @@ def profile(
     from torchshrink.cli.render import print_profile
     from torchshrink.measure.profile import profile as run_profile
 
+    if model_ref.endswith(".onnx"):  # an exported model: bytes, latency, accuracy in ORT
+        record = onnx_profile(
+            model_ref, data=data, input_shape=input_shape, batch_size=batch_size,
+            threads=threads, repeats=repeats, seed=seed, limit=limit,
+        )  # fmt: skip
+        print_json(record) if json_out else typer.echo(format_onnx_record(record))
+        return
     loaded = resolve(
         model_ref, model_args=model_arg, weights=weights, data_ref=data, seed=seed, limit=limit
     )
@@ -271,6 +291,8 @@ app.command("distill")(distill_command)
 app.command("deep-compression")(deep_compression_command)
 app.command("compress")(compress_command)
 app.command("report")(report_command)
+app.command("quantize")(quantize_command)
+app.command("export")(export_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,165 @@
+"""`torchshrink quantize` / `export`, and `eval` / `profile` of an .onnx file, on digits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import torchshrink
+from torchshrink.cli.app import main
+from torchshrink.core.databundle import DataBundle
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory, digits: DataBundle) -> Path:
+    """zoo:lenet300 for 8x8 digits, trained briefly and saved as a model file."""
+    torch.manual_seed(0)
+    model = torchshrink.load_model(
+        "zoo:lenet300", model_args={"in_channels": 1, "input_size": 8, "num_classes": 10}
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for x, y in digits.loader("train", batch_size=64):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return torchshrink.save(model, tmp_path_factory.mktemp("q") / "l300.safetensors")
+
+
+def test_w8a8_json_and_fresh_process_eval_of_the_file(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "q.safetensors"
+    rc, text, err = _run(
+        capsys, "quantize", str(model_file), "--data", "digits", "--scheme", "w8a8",
+        "--calibration", "64", "--out", str(out), "--json",
+    )  # fmt: skip
+    assert rc == 0, err
+    rec = json.loads(text)
+    assert [(r["name"], r["bits"]) for r in rec["layers"]] == [("fc1", 8), ("fc2", 8), ("fc3", 8)]
+    assert rec["calibration_samples"] == 64 and rec["size_ratio"] < 0.35
+    assert rec["after"]["accuracy"] > rec["before"]["accuracy"] - 0.03
+    script = Path(sys.executable).with_name("torchshrink")
+    proc = subprocess.run(
+        [str(script), "eval", str(out), "--data", "digits", "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["accuracy"] == pytest.approx(rec["after"]["accuracy"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "bits", "limit"),
+    [("w4", [4, 4, 4], 0.2), ("binary", [None, 1, None], 0.5), ("mixed:3", None, 0.2)],
+)
+def test_low_bit_schemes_print_bits_and_shrink_the_file(
+    model_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    scheme: str,
+    bits: list[int | None] | None,
+    limit: float,
+) -> None:
+    extra = ["--keep-float", "fc1", "--keep-float", "fc3"] if scheme == "binary" else []
+    out = tmp_path / "q.safetensors"
+    rc, text, err = _run(
+        capsys, "quantize", str(model_file), "--data", "digits", "--scheme", scheme,
+        "--calibration", "64", "--out", str(out), "--json", *extra,
+    )  # fmt: skip
+    assert rc == 0, err
+    rec = json.loads(text)
+    got = {r["name"]: r["bits"] for r in rec["layers"]}
+    if bits is not None:
+        assert [got[n] for n in ("fc1", "fc2", "fc3")] == bits
+    else:
+        assert rec["avg_bits"] <= 3.0 and all(r["sensitivity"] >= 0 for r in rec["layers"])
+    assert rec["size_ratio"] < limit
+    back = torchshrink.load(out)
+    assert back(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_table_output_names_layers_and_sizes(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, text, err = _run(
+        capsys, "quantize", str(model_file), "--data", "digits", "--scheme", "ternary",
+        "--out", str(tmp_path / "t.safetensors"),
+    )  # fmt: skip
+    assert rc == 0, err
+    assert "fc2" in text and "codebook" in text and "bytes" in text
+
+
+def test_export_then_eval_and_profile_the_onnx_file(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], digits: DataBundle
+) -> None:
+    pytest.importorskip("onnxruntime")
+    q = tmp_path / "q.safetensors"
+    assert _run(capsys, "quantize", str(model_file), "-d", "digits", "--out", str(q))[0] == 0
+    onnx_path = tmp_path / "q.onnx"
+    rc, text, err = _run(
+        capsys, "export", str(q), "--format", "onnx", "--data", "digits",
+        "--out", str(onnx_path), "--json",
+    )  # fmt: skip
+    assert rc == 0, err
+    rec = json.loads(text)
+    assert rec["int8_layers"] == ["fc1", "fc2", "fc3"]
+    assert rec["ort_top1_agreement"] >= 0.99 and rec["ort_max_abs_diff"] < 0.1
+    rc, text, err = _run(capsys, "eval", str(onnx_path), "--data", "digits", "--json")
+    assert rc == 0, err
+    onnx_acc = json.loads(text)["accuracy"]
+    torch_acc = torchshrink.evaluate(torchshrink.load(q), digits.test).accuracy
+    assert onnx_acc == pytest.approx(torch_acc, abs=0.01)
+    rc, text, err = _run(
+        capsys, "profile", str(onnx_path), "--data", "digits", "--repeats", "3", "--json"
+    )
+    assert rc == 0, err
+    prof = json.loads(text)
+    assert prof["latency_ms_p50"] > 0 and prof["int8_compute_ops"] >= 1
+    assert prof["file_bytes"] == onnx_path.stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--scheme", "w9"], "weight bits 9 out of range"),
+        (["--scheme", "mixed:1"], "average bits 1 is out of range"),
+        (["--scheme", "w4x"], "unknown scheme 'w4x'"),
+        (["--calibration", "0"], "--calibration 0"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_problem(
+    model_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    match: str,
+) -> None:
+    out = tmp_path / "q.safetensors"
+    rc, _, err = _run(
+        capsys, "quantize", str(model_file), "--data", "digits", "--out", str(out), *args
+    )
+    assert rc == 2 and match in err and not out.exists()
+
+
+def test_nan_weight_in_the_model_file_exits_2(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = torchshrink.load(model_file)
+    with torch.no_grad():
+        model.fc2.weight[3, 4] = float("nan")
+    bad = torchshrink.save(model, tmp_path / "nan.safetensors")
+    rc, _, err = _run(
+        capsys, "quantize", str(bad), "-d", "digits", "--out", str(tmp_path / "q.safetensors")
+    )
+    assert rc == 2 and "fc2.weight contains NaN" in err
