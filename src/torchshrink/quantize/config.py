@@ -11,6 +11,8 @@ scheme                mode         weights                  activations (layer i
 ``w4``                weight_only  int4 per channel, sym.   float
 ``w4g128``            weight_only  int4 per group of 128    float
 ``w4g32``             weight_only  int4 per group of 32     float
+``binary``            weight_only  sign x channel scale     float (QAT: ``quantize.qat``)
+``ternary``           weight_only  {-1,0,1} x channel sc.  float (QAT: ``quantize.qat``)
 ====================  ===========  =======================  ==============================
 
 Fields given explicitly win over the scheme's defaults, so
@@ -48,6 +50,11 @@ SCHEMES: dict[str, tuple[Mode, dict[str, Any], dict[str, Any] | None]] = {
     "w4": ("weight_only", {"bits": 4, "granularity": "per_channel"}, None),
     "w4g128": ("weight_only", {"bits": 4, "granularity": "per_group", "group_size": 128}, None),
     "w4g32": ("weight_only", {"bits": 4, "granularity": "per_group", "group_size": 32}, None),
+    # Sign / threshold codes in {-1, (0,) 1} times a per-channel scale, stored as 2-bit codes;
+    # trained by quantize.qat (prepare_qat / qat), which reads the scheme name. ptq.quantize
+    # does not read it yet: there these two schemes are plain 2-bit uniform (levels -2..1).
+    "binary": ("weight_only", {"bits": 2, "granularity": "per_channel"}, None),
+    "ternary": ("weight_only", {"bits": 2, "granularity": "per_channel"}, None),
 }
 
 
