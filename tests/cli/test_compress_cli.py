@@ -31,7 +31,8 @@ def test_compress_builtin_writes_run_and_report(
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0
     assert "report:" in capsys.readouterr().out
-    assert "data:image/png;base64," in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "<svg" in page and "data:image/png" not in page  # inline SVG charts, no images
 
 
 def test_compress_resume_reports_resumed_stage(

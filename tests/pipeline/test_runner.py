@@ -187,3 +187,15 @@ def test_builtin_outputs_load_in_fresh_process(builtin_runs: dict[str, RunRecord
     for n, acc in zip(names, accs, strict=True):
         # data_limit=300 measured on a shorter test split; the full split is within 15 points
         assert acc == pytest.approx(builtin_runs[n].stages[-1].metrics["accuracy"], abs=0.15), n
+
+
+def test_prune_stage_sensitivity_reaches_details_and_report(
+    builtin_runs: dict[str, RunRecord],
+) -> None:
+    rec = builtin_runs["structured-50"]  # the recipe asks for ratios 0.25 / 0.5 / 0.75
+    table = rec.stages[0].details["sensitivity"]
+    points = table["points"]
+    assert {p["ratio"] for p in points} == {0.25, 0.5, 0.75}
+    assert len({p["layer"] for p in points}) >= 2
+    assert all(0.0 <= p["accuracy"] <= 1.0 for p in points)
+    assert "Sensitivity" in rec.report_html.read_text()

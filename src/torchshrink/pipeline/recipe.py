@@ -37,12 +37,20 @@ def _quiet_train() -> TrainConfig:
 
 
 class PruneStage(BaseModel):
-    """Prune with :func:`torchshrink.prune` (fine-tunes when ``config.finetune`` is set)."""
+    """Prune with :func:`torchshrink.prune` (fine-tunes when ``config.finetune`` is set).
+
+    ``sensitivity`` lists pruning ratios at which each layer's accuracy is measured first (with
+    the stage's granularity and method); the table goes into the stage's details and the report
+    draws it as curves.
+    """
 
     model_config = _FROZEN
     kind: Literal["prune"]
     name: str | None = None
     config: PruneConfig = Field(default_factory=PruneConfig)
+    sensitivity: list[Annotated[float, Field(ge=0.0, lt=1.0)]] | None = Field(
+        default=None, min_length=1
+    )
 
 
 class QuantizeStage(BaseModel):

@@ -210,6 +210,8 @@ def _measure(model: nn.Module, data: Any, recipe: Recipe, file_path: Path) -> di
         model,
         x,
         data=data,
+        batch_size=recipe.profile_batch,
+        threads=recipe.profile_threads,
         repeats=max(recipe.profile_repeats, 1),
         measure_latency=recipe.profile_repeats > 0,
         file_path=file_path,

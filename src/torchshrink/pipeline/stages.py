@@ -74,8 +74,21 @@ def _scalars(obj: Any) -> dict[str, Any]:
 def _prune(stage: PruneStage, model: nn.Module, ctx: StageContext) -> tuple[nn.Module, dict]:
     from torchshrink.prune.pruner import prune
 
+    table = None
+    if stage.sensitivity:
+        from torchshrink.prune.sensitivity import sensitivity
+
+        cfg = stage.config
+        table = sensitivity(
+            model, ctx.data, example_inputs=ctx.example_inputs(), ratios=stage.sensitivity,
+            granularity=cfg.granularity if cfg.granularity != "nm" else "unstructured",
+            method=cfg.method, seed=ctx.recipe.seed,
+        )  # fmt: skip
     result = prune(model, stage.config, example_inputs=ctx.example_inputs(), data=ctx.data)
-    return model, _scalars(result)
+    details = _scalars(result)
+    if table is not None:
+        details["sensitivity"] = table.to_dict()
+    return model, details
 
 
 def _quantize(stage: QuantizeStage, model: nn.Module, ctx: StageContext) -> tuple[nn.Module, dict]:
