@@ -251,13 +251,22 @@ def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
     assert "unknown zoo model 'nope'" in proc.stderr
 
 
-def test_demo_runs_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out, _ = run(capsys, "demo", "--out", tmp_path, "--epochs", "2")
+def test_demo_runs_the_demo_recipe_end_to_end(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    small = ["--set", "data_limit=300", "--set", "stages.0.config.finetune.epochs=1",
+             "--set", "stages.1.finetune.epochs=1", "--set", "profile_repeats=2"]  # fmt: skip
+    code, out, _ = run(capsys, "demo", "--out", tmp_path, "--epochs", "1", *small)
     assert code == 0
-    assert (tmp_path / "model.safetensors").exists()
-    prof = json.loads((tmp_path / "profile.json").read_text())
-    assert prof["params"] > 0 and prof["accuracy"] > 0.3
-    assert "saved model" in out
+    run_doc = json.loads((tmp_path / "run.json").read_text())
+    assert run_doc["recipe"]["name"] == "demo"
+    assert [s["kind"] for s in run_doc["stages"]] == ["prune", "cluster", "export"]
+    huff = tmp_path / "model.huffman.safetensors"
+    assert run_doc["stages"][-1]["metrics"]["file_bytes"] == huff.stat().st_size
+    assert huff.stat().st_size < run_doc["baseline"]["file_bytes"] / 4  # pruned + 6-bit + Huffman
+    assert "vs baseline:" in out and "x smaller on disk" in out
+    assert f"report: {tmp_path / 'report.html'}" in out
+    assert f"compressed model file: {huff}" in out
 
 
 def test_usage_errors_exit_2_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from torchshrink.cli.common import example_batch, print_json, resolve
+from torchshrink.cli.auto_cmd import auto_command
 from torchshrink.cli.compress_cmd import compress_command, report_command
 from torchshrink.cli.deep_compression_cmd import deep_compression_command
 from torchshrink.cli.distill_cmd import distill_command
@@ -276,13 +277,20 @@ def zoo(json_out: JsonOpt = False) -> None:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/demo"),
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
+    epochs: Annotated[
+        int | None, typer.Option(help="Training epochs before compression (default: recipe's).")
+    ] = None,
     seed: SeedOpt = 0,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a field of the demo recipe, key=value (repeatable)."),
+    ] = None,
 ) -> None:
-    """The embedded default job: train a zoo model on scikit-learn's digits and profile it."""
+    """The embedded default job: the same as `torchshrink compress demo` (train on digits,
+    prune, cluster, Huffman-code; writes the model, run.json and report.html)."""
     from torchshrink.cli.demo import run_demo
 
-    run_demo(out, epochs=epochs, seed=seed)
+    run_demo(out, epochs=epochs, seed=seed, overrides=list(set_ or []))
 
 
 app.command("prune")(prune_command)
@@ -293,6 +301,7 @@ app.command("compress")(compress_command)
 app.command("report")(report_command)
 app.command("quantize")(quantize_command)
 app.command("export")(export_command)
+app.command("auto")(auto_command)
 
 
 def main(argv: list[str] | None = None) -> int:
