@@ -262,12 +262,12 @@ def all_reduce_mean(values: float | Sequence[float]) -> Any:
         >>> all_reduce_mean(0.25)
         0.25
     """
+    if isinstance(values, (int, float)):
+        return all_reduce_mean([values])[0] if _ready() else values
     if not _ready():
-        return values if isinstance(values, float) else list(values)
-    scalar = isinstance(values, (int, float))
-    t = torch.tensor([values] if scalar else list(values), dtype=torch.float64)
-    out = (all_reduce_sum(t) / world_size()).tolist()
-    return out[0] if scalar else out
+        return list(values)
+    t = torch.tensor(list(values), dtype=torch.float64)
+    return (all_reduce_sum(t) / world_size()).tolist()
 
 
 def any_rank(flag: bool) -> bool:
