@@ -1,0 +1,109 @@
+"""The configuration of an automatic compression search (:func:`torchshrink.auto.run_auto`).
+
+Example:
+    >>> cfg = AutoConfig(model="zoo:lenet5", data="npz:mnist.npz", max_accuracy_drop=0.005)
+    >>> cfg.objective, cfg.trials, cfg.workers
+    ('size', 20, 1)
+    >>> cfg.study_name
+    'auto-zoo-lenet5-npz-mnist-npz-size'
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from torchshrink.train.config import TrainConfig
+
+Objective = Literal["size", "latency", "energy"]
+# bits of a k-means codebook per layer; 0 keeps the layer in float
+DEFAULT_BITS = (0, 2, 3, 4, 5, 6, 8)
+DEFAULT_RATIOS = (0.0, 0.25, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98)
+
+
+def _quick(epochs: int) -> TrainConfig:
+    return TrainConfig.preset("finetune", epochs=epochs, show_progress=False)
+
+
+class AutoConfig(BaseModel):
+    """What to search, under which accuracy budget, optimising which measured objective.
+
+    Attributes:
+        model: model reference (``zoo:NAME``, a model file, ``file.py:factory``, ...).
+        model_args: factory options.
+        data: data reference (``digits``, ``npz:PATH``, ...).
+        data_limit: keep only the first N samples of each split (quick runs).
+        train: train the model before searching (a zoo model trained on the spot); ``None``
+            uses the model as loaded.
+        objective: ``"size"`` (bytes of the saved compressed file), ``"latency"`` (measured
+            median milliseconds of one forward pass) or ``"energy"`` (the profile's estimate).
+        max_accuracy_drop: the budget, as a fraction (0.005 = half a point) below the model's
+            own baseline accuracy measured on the same validation subset.
+        trials: candidates to evaluate to completion (a resumed search tops up to this many).
+        workers: worker processes on this machine, all sharing one study.
+        storage: optuna storage URL; ``None`` is ``sqlite:///<out>/study.db``.
+        study: study name; ``None`` derives it from model, data and objective.
+        seed: seeds the data split, the sampler and training.
+        val_size: samples of the training split held out to score candidates (the test split
+            is used once, on the chosen candidate).
+        search_train_size: training samples each candidate is fine-tuned on (``None``: all
+            that are not held out).
+        ratios: the pruning-ratio grid; per layer it is cut at the largest ratio whose
+            sensitivity drop (no fine-tuning) stays within ``sensitivity_slack``.
+        bits: codebook bits per layer to choose from (``0`` keeps float). Used by ``size``.
+        sensitivity_slack: allowed one-layer drop before fine-tuning, as a multiple of
+            ``max_accuracy_drop`` (at least 2 points), bounding each layer's ratios.
+        trial_finetune: training of each candidate after pruning (``None``: none).
+        centroid_finetune: fine-tuning of shared centroids of each candidate (``None``: none).
+        final_finetune: training of the chosen candidate before its test-split verification.
+        latency_repeats: timed forward passes per latency measurement (median used).
+        threads: torch threads in every process (``None`` keeps the default).
+        search_only: only run trials (e.g. a helper machine on a shared database); no final
+            model, run.json or report.
+        stale_after: seconds after which a RUNNING trial of a shared (non-default) storage
+            without heartbeat counts as lost and is re-run.
+
+    Example:
+        >>> AutoConfig(model="zoo:lenet5", data="digits", objective="latency").bits
+        (0, 2, 3, 4, 5, 6, 8)
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    model_args: dict[str, Any] = Field(default_factory=dict)
+    data: str = "digits"
+    data_limit: int | None = Field(default=None, ge=1)
+    train: TrainConfig | None = None
+    objective: Objective = "size"
+    max_accuracy_drop: float = Field(default=0.005, ge=0, lt=1)
+    trials: int = Field(default=20, ge=1)
+    workers: int = Field(default=1, ge=1)
+    storage: str | None = None
+    study: str | None = None
+    seed: int = 0
+    val_size: int = Field(default=2000, ge=1)
+    search_train_size: int | None = Field(default=10000, ge=1)
+    ratios: tuple[float, ...] = DEFAULT_RATIOS
+    bits: tuple[int, ...] = DEFAULT_BITS
+    sensitivity_slack: float = Field(default=6.0, gt=0)
+    trial_finetune: TrainConfig | None = Field(default_factory=lambda: _quick(1))
+    centroid_finetune: TrainConfig | None = Field(default_factory=lambda: _quick(1))
+    final_finetune: TrainConfig | None = Field(default_factory=lambda: _quick(3))
+    latency_repeats: int = Field(default=30, ge=1)
+    threads: int | None = Field(default=1, ge=1)
+    stale_after: float = Field(default=600.0, gt=0)
+    search_only: bool = False
+
+    @property
+    def study_name(self) -> str:
+        """The study name: ``study`` or one derived from model, data and objective."""
+        if self.study:
+            return self.study
+        slug = "-".join(
+            re.sub(r"[^A-Za-z0-9]+", "-", part).strip("-")[-40:]
+            for part in (self.model, self.data, self.objective)
+        )
+        return f"auto-{slug}"

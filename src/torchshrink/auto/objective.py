@@ -1,0 +1,148 @@
+"""Build one candidate from the baseline and measure it: validation accuracy and the objective.
+
+The candidate is built by the recipe stages of :meth:`SearchSpace.stages` through the same
+stage functions ``compress`` runs, on a search bundle whose "test" split is a validation
+subset of the training split: the real test split is never seen during the search.
+
+Example:
+    >>> import torchshrink
+    >>> data = torchshrink.load_data("digits")
+    >>> s = search_data(data, val_size=300, train_size=None, seed=0)
+    >>> len(s.test), len(s.train) + len(s.test) == len(data.train)
+    (300, True)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Subset
+
+from torchshrink.core.databundle import DataBundle
+from torchshrink.core.errors import DataError
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """What one candidate measured.
+
+    Attributes:
+        accuracy: top-1 accuracy on the validation subset.
+        objective_value: bytes (size), median milliseconds (latency) or millijoules per
+            sample (energy).
+        file_bytes: bytes of the candidate's model file (coded file for ``size``).
+        nonzero_params: non-zero parameters.
+        macs: multiply-accumulates of one sample (``None`` unless the objective is energy).
+        latency_ms: measured median latency (``None`` unless the objective is latency).
+        energy_mj: the profile's energy estimate per sample (``None`` unless energy).
+        seconds: wall time to build and measure it.
+    """
+
+    accuracy: float
+    objective_value: float
+    file_bytes: int
+    nonzero_params: int
+    macs: int | None
+    latency_ms: float | None
+    energy_mj: float | None
+    seconds: float
+
+
+def search_data(
+    data: DataBundle, *, val_size: int, train_size: int | None, seed: int
+) -> DataBundle:
+    """A bundle for the search: ``train`` and ``test`` are disjoint parts of ``data.train``.
+
+    Raises:
+        DataError: the training split is too small to hold out ``val_size`` samples.
+    """
+    n = len(data.train)  # type: ignore[arg-type]
+    if val_size >= n:
+        raise DataError(
+            f"auto: val_size={val_size} leaves no training samples (the training split of "
+            f"'{data.name}' has {n}); lower --val-size"
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    val_idx, train_idx = perm[:val_size], perm[val_size:]
+    if train_size is not None:
+        train_idx = train_idx[:train_size]
+    return replace(
+        data,
+        name=f"{data.name}[search]",
+        train=Subset(data.train, train_idx),
+        test=Subset(data.train, val_idx),
+        meta={**data.meta, "val_size": len(val_idx), "search_train_size": len(train_idx)},
+    )
+
+
+def evaluate_candidate(
+    baseline_path: Path,
+    stages: list[dict[str, Any]],
+    data: DataBundle,
+    *,
+    objective: str,
+    work_dir: Path,
+    latency_repeats: int = 30,
+) -> CandidateResult:
+    """Build the candidate from the baseline model file with ``stages`` and measure it.
+
+    Args:
+        baseline_path: the trained model file every candidate starts from.
+        stages: recipe stage dicts (see :meth:`SearchSpace.stages`).
+        data: the search bundle from :func:`search_data` (its ``test`` is the validation part).
+        objective: ``"size"``, ``"latency"`` or ``"energy"``.
+        work_dir: a folder for this candidate's files (the coded model file).
+        latency_repeats: timed forward passes (median reported).
+
+    Example:
+        See :func:`torchshrink.auto.run_auto`.
+    """
+    import torchshrink
+    from torchshrink.measure.accuracy import evaluate
+    from torchshrink.measure.latency import measure_latency
+    from torchshrink.measure.profile import profile
+    from torchshrink.pipeline.recipe import recipe_from_dict
+    from torchshrink.pipeline.stages import StageContext, run_stage
+
+    t0 = time.perf_counter()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    recipe = recipe_from_dict({"model": str(baseline_path), "data": data.name, "stages": stages})
+    ctx = StageContext(recipe=recipe, data=data, out_dir=work_dir, baseline_path=baseline_path)
+    model = torchshrink.load(baseline_path)
+    file_path: Path | None = None
+    for stage in recipe.stages:
+        model, details = run_stage(stage, model, ctx)
+        if "file_path" in details:
+            file_path = Path(details["file_path"])
+    if file_path is None:
+        file_path = torchshrink.save(model, work_dir / "model.safetensors")
+    acc = evaluate(model, data.loader("test", batch_size=256)).accuracy
+    x = data.example_inputs(1)  # (1, *input_shape)
+    file_bytes = file_path.stat().st_size
+    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    latency: float | None = None
+    energy: float | None = None
+    macs: int | None = None
+    # Only what the objective needs: counting MACs traces the model (and imports
+    # torch._dynamo, seconds per process), which size and latency do not need.
+    if objective == "latency":
+        latency = measure_latency(model, x, repeats=latency_repeats).p50_ms
+    elif objective == "energy":
+        prof = profile(model, x, measure_latency=False, measure_memory=False, file_path=file_path)
+        energy, macs = prof.energy_mj_per_sample, prof.macs
+    value = {"size": float(file_bytes), "latency": latency, "energy": energy}[objective]
+    assert value is not None  # measured just above for this objective
+    return CandidateResult(
+        accuracy=acc,
+        objective_value=float(value),
+        file_bytes=file_bytes,
+        nonzero_params=nonzero,
+        macs=macs,
+        latency_ms=latency,
+        energy_mj=energy,
+        seconds=time.perf_counter() - t0,
+    )

@@ -1,0 +1,312 @@
+"""``run_auto``: baseline, sensitivity-bounded space, search, then the chosen candidate built,
+fine-tuned and verified on the test split in the same run folder ``compress`` writes.
+
+Layout of ``out_dir`` (besides what :func:`torchshrink.pipeline.runner.run_recipe` writes)::
+
+    study.db                       the optuna study (default storage; resumable)
+    search/baseline.safetensors    the trained model every candidate starts from
+    trials/NNNN/                   each candidate's files (its coded model file for ``size``)
+    run.json                       compress's record plus ``search`` (trials, Pareto, chosen)
+
+Example:
+    >>> cfg = AutoConfig(model="zoo:lenet300", model_args={"input_size": 8}, data="digits",
+    ...     train={"epochs": 2, "show_progress": False}, trials=2, val_size=200,
+    ...     max_accuracy_drop=0.5, ratios=(0.5,), bits=(0, 4), final_finetune=None)
+    >>> res = run_auto(cfg, "/tmp/auto_doc")
+    >>> res.trials, res.chosen is not None
+    (2, True)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchshrink.auto.config import AutoConfig
+from torchshrink.auto.objective import search_data
+from torchshrink.auto.search import (
+    WorkerSpec,
+    counts,
+    open_study,
+    recover_stale,
+    run_workers,
+    storage_url,
+    study_lock,
+    trial_records,
+)
+from torchshrink.auto.space import SearchSpace, build_space
+from torchshrink.core.errors import TorchshrinkError
+
+UNITS = {"size": "bytes", "latency": "ms", "energy": "mJ/sample"}
+
+
+class BudgetNotMetError(TorchshrinkError):
+    """No candidate met the accuracy budget (exit code 3; run.json is still written)."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class AutoResult:
+    """What :func:`run_auto` found.
+
+    Attributes:
+        out_dir: the run folder.
+        run_json: its ``run.json`` (``None`` with ``search_only``).
+        report_html: its ``report.html`` (``None`` with ``search_only``).
+        model_path: the chosen, fine-tuned model file (``None`` if the budget was not met).
+        baseline_val_accuracy: the model's own accuracy on the validation subset.
+        trials: COMPLETE trials in the study.
+        chosen: trial number of the chosen candidate (``None``: none within the budget).
+        closest: the candidate with the smallest drop (reported when ``chosen`` is ``None``).
+        closest_drop: its validation accuracy drop (fraction).
+        pareto: trial numbers of the Pareto front (accuracy versus objective).
+        final: test-split metrics of the chosen model after fine-tuning (else of the baseline).
+        baseline: test-split metrics of the baseline.
+    """
+
+    out_dir: Path
+    run_json: Path | None
+    report_html: Path | None
+    model_path: Path | None
+    baseline_val_accuracy: float
+    trials: int
+    chosen: int | None
+    closest: int | None
+    closest_drop: float | None
+    pareto: tuple[int, ...]
+    final: dict[str, Any]
+    baseline: dict[str, Any]
+
+    def budget_message(self, budget: float) -> str:
+        """A one-line explanation when no candidate met ``budget``."""
+        if self.closest is None:
+            return f"auto: no trial completed; nothing to choose (run.json: {self.run_json})"
+        return (
+            f"auto: no candidate met the accuracy budget of {100 * budget:.2f} points; the "
+            f"closest, trial #{self.closest}, dropped {100 * (self.closest_drop or 0):.2f} "
+            f"points on the validation subset (see {self.run_json}); raise "
+            "--max-accuracy-drop or run more --trials"
+        )
+
+
+def run_auto(config: AutoConfig, out_dir: str | Path, *, show_progress: bool = False) -> AutoResult:
+    """Search per-layer compression under ``config``'s accuracy budget and build the best.
+
+    Resumable: run it again with the same ``out_dir`` (and storage) and it tops the study up
+    to ``config.trials`` complete trials, re-running trials a killed run left unfinished.
+
+    Args:
+        config: what to search (see :class:`AutoConfig`).
+        out_dir: the run folder (created).
+        show_progress: progress display for the final recipe run.
+
+    Raises:
+        MissingDependencyError: optuna is not installed (extra ``search``).
+        TorchshrinkError: a worker process died.
+
+    Example:
+        See the module docstring.
+    """
+    import torchshrink
+    from torchshrink.measure.accuracy import evaluate
+
+    out = Path(out_dir)
+    (out / "search").mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        data = torchshrink.load_data(config.data, seed=config.seed, limit=config.data_limit)
+        baseline_path = out / "search" / "baseline.safetensors"
+        if baseline_path.is_file():  # resume: every trial must start from the same model
+            model = torchshrink.load(baseline_path)
+        else:
+            torch.manual_seed(config.seed)
+            args = {**_zoo_defaults(config.model, data), **config.model_args}
+            model = torchshrink.load_model(config.model, model_args=args or None)
+            if config.train is not None:
+                torchshrink.train(model, data, config.train)
+            tmp = torchshrink.save(model, out / "search" / "baseline.tmp.safetensors")
+            os.replace(tmp, baseline_path)
+        sdata = search_data(
+            data, val_size=config.val_size, train_size=config.search_train_size, seed=config.seed
+        )
+        base_val = evaluate(model.eval(), sdata.loader("test", batch_size=256)).accuracy
+        url = storage_url(config, out)
+        with study_lock(out):
+            study = open_study(url, config.study_name, seed=config.seed)
+            if "space" not in study.user_attrs:
+                space = build_space(model, sdata, config)
+                study.set_user_attr("space", space.to_dict())
+                study.set_user_attr("baseline_val_accuracy", base_val)
+                _seed_trials(study, space)
+            space = SearchSpace.from_dict(study.user_attrs["space"])
+            base_val = float(study.user_attrs["baseline_val_accuracy"])
+            recover_stale(study, all_running=config.storage is None, stale_after=config.stale_after)
+        spec = WorkerSpec(
+            config_json=config.model_dump_json(),
+            out_dir=str(out),
+            storage=url,
+            study_name=config.study_name,
+            baseline_path=str(baseline_path),
+            index=0,
+        )
+        run_workers(spec, config.workers)
+        if config.search_only:
+            return _search_only(out, study, base_val)
+        return _finish(config, out, study, space, base_val, baseline_path, data, show_progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _zoo_defaults(model_ref: str, data: Any) -> dict[str, Any]:
+    # A zoo model is sized for the data (classes, channels, square input), as the CLI does.
+    if not model_ref.startswith("zoo:"):
+        return {}
+    out: dict[str, Any] = {"num_classes": data.num_classes} if data.num_classes else {}
+    shape = tuple(data.input_shape)
+    if len(shape) == 3 and shape[1] == shape[2]:
+        out.update(in_channels=shape[0], input_size=shape[1])
+    return out
+
+
+def _seed_trials(study: Any, space: SearchSpace) -> None:
+    # Two sensitivity-guided starting points: every layer at its bound, and at about half of it.
+    for frac, bits in ((1.0, 4), (0.5, 6)):
+        params: dict[str, Any] = {}
+        for layer, choices in space.ratios.items():
+            target = frac * max(choices)
+            params[f"prune:{layer}"] = min(choices, key=lambda r: abs(r - target))
+        for layer, choices in space.bits.items():
+            params[f"bits:{layer}"] = min(choices, key=lambda b: abs(b - bits))
+        study.enqueue_trial(params, user_attrs={"seeded": True})
+
+
+def _finish(
+    config: AutoConfig,
+    out: Path,
+    study: Any,
+    space: SearchSpace,
+    base_val: float,
+    baseline_path: Path,
+    data: Any,
+    show_progress: bool,
+) -> AutoResult:
+    from torchshrink.pipeline.recipe import recipe_from_dict
+    from torchshrink.pipeline.runner import run_recipe
+
+    records = trial_records(study)
+    budget = config.max_accuracy_drop
+    ok = [r for r in records if base_val - r["accuracy"] <= budget + 1e-12]
+    chosen = min(ok, key=lambda r: (r["objective_value"], -r["accuracy"]), default=None)
+    closest = max(records, key=lambda r: r["accuracy"], default=None)
+    recipe = recipe_from_dict(
+        {
+            "name": f"auto ({config.objective})",
+            "model": str(baseline_path),
+            "data": config.data,
+            "data_limit": config.data_limit,
+            "seed": config.seed,
+            "profile_repeats": config.latency_repeats,
+            "stages": space.stages(
+                chosen["params"] if chosen else {},
+                finetune=config.final_finetune,
+                centroid_finetune=config.centroid_finetune,
+            ),
+        },
+        source="auto",
+    )
+    final_dir = out / "final"
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    if chosen is not None:
+        rec = run_recipe(recipe, out, show_progress=show_progress, report=False)
+        doc = json.loads(rec.run_json.read_text(encoding="utf-8"))
+        model_path: Path | None = rec.model_path
+    else:
+        doc = _baseline_only(recipe, baseline_path, data, config)
+        model_path = None
+    c = counts(study)
+    doc["search"] = {
+        "objective": config.objective,
+        "objective_unit": UNITS[config.objective],
+        "budget": budget,
+        "baseline_val_accuracy": base_val,
+        "trials": records,
+        "chosen": chosen["number"] if chosen else None,
+        "closest": closest["number"] if closest else None,
+        "failed_trials": c.get("FAIL", 0),
+        "study": config.study_name,
+        "storage": storage_url(config, out),
+        "space": space.to_dict(),
+        "config": config.model_dump(mode="json"),
+    }
+    run_json = out / "run.json"
+    tmp = run_json.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, run_json)
+    from torchshrink.report.html import render_report
+
+    html = render_report(run_json)
+    return AutoResult(
+        out_dir=out,
+        run_json=run_json,
+        report_html=html,
+        model_path=model_path,
+        baseline_val_accuracy=base_val,
+        trials=len(records),
+        chosen=doc["search"]["chosen"],
+        closest=doc["search"]["closest"],
+        closest_drop=base_val - closest["accuracy"] if closest else None,
+        pareto=tuple(r["number"] for r in records if r["pareto"]),
+        final=doc["final"],
+        baseline=doc["baseline"],
+    )
+
+
+def _search_only(out: Path, study: Any, base_val: float) -> AutoResult:
+    records = trial_records(study)
+    return AutoResult(
+        out_dir=out,
+        run_json=None,
+        report_html=None,
+        model_path=None,
+        baseline_val_accuracy=base_val,
+        trials=len(records),
+        chosen=None,
+        closest=None,
+        closest_drop=None,
+        pareto=tuple(r["number"] for r in records if r["pareto"]),
+        final={},
+        baseline={},
+    )
+
+
+def _baseline_only(recipe: Any, baseline_path: Path, data: Any, config: AutoConfig) -> dict:
+    # No candidate to build: the record holds the baseline (measured on the test split) only.
+    import torchshrink
+    from torchshrink.measure.profile import profile
+    from torchshrink.pipeline.runner import _machine, _versions
+
+    model = torchshrink.load(baseline_path)
+    x = data.example_inputs(1)  # (1, *input_shape)
+    prof = profile(
+        model, x, data=data, repeats=config.latency_repeats, file_path=baseline_path
+    ).to_dict()
+    prof.pop("latency_samples_ms", None)
+    return {
+        "recipe": recipe.model_dump(mode="json", by_alias=True),
+        "baseline": prof,
+        "stages": [],
+        "final": prof,
+        "model_path": None,
+        "versions": _versions(),
+        "machine": _machine(),
+    }
