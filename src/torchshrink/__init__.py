@@ -34,6 +34,7 @@ _LAZY = {
     "FactorizeConfig": "torchshrink.lowrank.factorize:FactorizeConfig",
     "DataBundle": "torchshrink.core.databundle:DataBundle",
     "ModelSpec": "torchshrink.core.modelspec:ModelSpec",
+    "accelerate": "torchshrink.deploy.accelerate:accelerate",
 }
 
 __all__ = ["__version__", *_LAZY]

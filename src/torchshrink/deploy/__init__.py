@@ -1,5 +1,7 @@
 """torchshrink.deploy: inference-ready models chosen by measurement, ONNX export and ONNX Runtime.
 
+* :func:`accelerate` (fp32 / bf16 / int8 backends in PyTorch, torchao and ONNX Runtime,
+  the fastest within a fidelity bound, every candidate reported);
 * :func:`optimize_for_inference` (BatchNorm folding, channels_last, TorchScript freezing,
   thread count, each kept only if measured faster) and :func:`round_keep` (channel rounding
   for fast kernels) are importable from here;
@@ -20,6 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {
+    "accelerate": "torchshrink.deploy.accelerate",
+    "AccelerateConfig": "torchshrink.deploy.accelerate",
+    "AccelerateReport": "torchshrink.deploy.accelerate",
+    "AccelCandidate": "torchshrink.deploy.accelerate",
     "optimize_for_inference": "torchshrink.deploy.optimize",
     "OptimizeConfig": "torchshrink.deploy.optimize",
     "OptimizeReport": "torchshrink.deploy.optimize_report",

@@ -1,0 +1,251 @@
+"""ONNX Runtime backends for :func:`~torchshrink.deploy.accelerate.accelerate`.
+
+* ``ort_fp32``: the TorchScript ONNX export, all of ORT's graph optimizations on;
+* ``ort_fused_fp32``: plus ``onnxruntime.transformers`` fusions (attention, LayerNorm with
+  residual, bias + GELU, embedding + LayerNorm) where the graph has those patterns;
+* ``ort_dynamic_int8``: ``onnxruntime.quantization.quantize_dynamic`` with its defaults
+  (per-tensor int8 weights) on the plain export, the baseline a user would pick;
+* ``ort_int8``: the fused graph, int8 weights *per output channel* on every weight MatMul,
+  the fused attention left in float (quantizing it costs fidelity for little time);
+* ``ort_int8_mixed``: ``ort_int8`` keeping the most sensitive MatMuls in float until the
+  cosine bound is met (each layer's sensitivity is the cosine lost when only it is int8);
+* ``ort_static_int8``: torchshrink's own static QDQ export (``quantize`` + ``export_onnx``),
+  only when calibration data is given.
+
+Dynamic int8 activations in ORT are quantized per tensor (``DynamicQuantizeLinear``), so an
+activation with a few outlier channels loses the most; per-channel weights and keeping the
+layers that read such activations in float recover most of it.
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(8, 4)).eval()
+    >>> from torchshrink.deploy.backends import BuildContext
+    >>> import tempfile, pathlib
+    >>> ctx = BuildContext(net, torch.randn(2, 8), workdir=pathlib.Path(tempfile.mkdtemp()))
+    >>> build("ort_fp32", ctx).run(torch.randn(2, 8)).shape
+    torch.Size([2, 4])
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from torchshrink.core.errors import ConfigError, require
+from torchshrink.core.forward import Inputs
+from torchshrink.deploy.backends import BuildContext, Built, primary_output
+from torchshrink.deploy.ort_session import OrtSession
+
+_SENSITIVITY_SAMPLES = 8  # samples of the example batch used to rank layer sensitivity
+
+
+class _Positional(nn.Module):
+    """Positional inputs in, primary output out: the form the ONNX exporter needs."""
+
+    def __init__(self, model: nn.Module, keys: list[str] | None) -> None:
+        super().__init__()
+        self.model = model
+        self.keys = keys
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        if self.keys is not None:
+            return primary_output(self.model(**dict(zip(self.keys, args, strict=True))))
+        return primary_output(self.model(*args))
+
+
+def _arrays(inputs: Inputs) -> tuple[list[str] | None, list[torch.Tensor]]:
+    if isinstance(inputs, Mapping):
+        return list(inputs), list(inputs.values())
+    if isinstance(inputs, (tuple, list)):
+        return None, list(inputs)
+    return None, [inputs]
+
+
+def _eager_attention(model: nn.Module) -> None:
+    # Transformers' SDPA attention exports as a graph the ORT fusions do not recognise; the
+    # "eager" implementation (same numbers) exports as the MatMul / Softmax pattern they fuse.
+    for m in model.modules():
+        setter = getattr(m, "set_attn_implementation", None)
+        if callable(setter):
+            try:
+                setter("eager")
+            except Exception:  # not every model offers it: keep its own attention
+                pass
+
+
+def export_plain(ctx: BuildContext) -> Path:
+    """Export the float model (once per workdir) with every integer dimension dynamic."""
+    assert ctx.workdir is not None
+    path = ctx.workdir / "fp32.onnx"
+    if path.is_file():
+        return path
+    keys, tensors = _arrays(ctx.inputs)
+    model = copy.deepcopy(ctx.model).eval()
+    _eager_attention(model)
+    names = keys or [f"input_{i}" for i in range(len(tensors))]
+    # Token-id style inputs: batch and sequence length vary; float inputs: only the batch.
+    axes: dict[str, dict[int, str]] = {
+        n: {d: f"{n}_{d}" for d in range(t.dim())} if not t.is_floating_point() else {0: "batch"}
+        for n, t in zip(names, tensors, strict=True)
+    }
+    axes["output"] = {0: "batch"}
+    # nn.TransformerEncoderLayer's fused fast path (taken without grad) has no ONNX form.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Positional(model, keys), tuple(tensors), str(path), dynamo=False,
+                opset_version=17, input_names=names, output_names=["output"], dynamic_axes=axes,
+            )  # fmt: skip
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return path
+
+
+def _fused(ctx: BuildContext) -> Path:
+    assert ctx.workdir is not None
+    path = ctx.workdir / "fused.onnx"
+    if not path.is_file():
+        require("onnxruntime", "onnx")
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        # opt_level=0: only the Python fusions; the session applies ORT's own passes later.
+        optimized = optimize_model(str(export_plain(ctx)), model_type="bert", opt_level=0)
+        optimized.save_model_to_file(str(path))
+    return path
+
+
+def _quantize(src: Path, dst: Path, *, exclude: list[str] | None = None, tuned: bool) -> Path:
+    onnx: Any = require("onnx", "onnx")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    options: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {}
+    if tuned:
+        # Fused contrib ops defeat shape inference; their outputs are float.
+        options = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+        kwargs = {"per_channel": True, "op_types_to_quantize": ["MatMul"]}
+    quantize_dynamic(
+        str(src), str(dst), weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [],
+        extra_options=options, **kwargs,
+    )  # fmt: skip
+    return dst
+
+
+def weight_matmuls(path: Path) -> list[str]:
+    """Names of the MatMul nodes whose second input is a weight (an initializer)."""
+    onnx: Any = require("onnx", "onnx")
+    graph = onnx.load(str(path)).graph
+    inits = {i.name for i in graph.initializer}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in inits]
+
+
+class _Session:
+    def __init__(self, path: Path, ctx: BuildContext) -> None:
+        self.session = OrtSession(path, threads=ctx.threads)
+
+    def __call__(self, inputs: Inputs) -> torch.Tensor:
+        arrays = [np.ascontiguousarray(t.detach().cpu().numpy()) for t in _arrays(inputs)[1]]
+        return torch.from_numpy(self.session.run_numpy(*arrays)[0]).float()
+
+    def built(self, note: str = "") -> Built:
+        rep = self.session.op_report()
+        from torchshrink.deploy.ort_session import FLOAT_COMPUTE_OPS, INT8_COMPUTE_OPS
+
+        low = {k: v for k, v in rep.ops.items() if k in INT8_COMPUTE_OPS}
+        low.update({k: v for k, v in rep.ops.items() if k == "DynamicQuantizeLinear"})
+        flt = {k: v for k, v in rep.ops.items() if k in FLOAT_COMPUTE_OPS}
+        return Built(self, low, flt, note)
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.flatten(1).double(), b.flatten(1).double()  # (B, F)
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=1).mean())
+
+
+def _head(inputs: Inputs, n: int) -> Inputs:
+    if isinstance(inputs, Mapping):
+        return {k: v[:n] for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return tuple(v[:n] for v in inputs)
+    return inputs[:n]
+
+
+def _mixed(ctx: BuildContext) -> Built:
+    assert ctx.workdir is not None and ctx.reference is not None
+    fused = _fused(ctx)
+    full = _Session(_quantize(fused, ctx.workdir / "int8.onnx", tuned=True), ctx)
+    if _cosine(full(ctx.inputs), ctx.reference) >= ctx.fidelity:
+        return full.built("every weight MatMul in int8")
+    layers = weight_matmuls(fused)
+    small = _head(ctx.inputs, _SENSITIVITY_SAMPLES)
+    ref = ctx.reference[:_SENSITIVITY_SAMPLES]
+    loss = {}
+    for i, name in enumerate(layers):
+        others = [n for n in layers if n != name]
+        one = ctx.workdir / f"only_{i}.onnx"
+        loss[name] = 1.0 - _cosine(
+            _Session(_quantize(fused, one, exclude=others, tuned=True), ctx)(small), ref
+        )
+        one.unlink()
+    ranked = sorted(layers, key=lambda n: -loss[n])
+    # Keep 1, 2, 4, ... of the most sensitive layers in float until the bound holds.
+    k = 1
+    while k < len(ranked):
+        keep = ranked[:k]
+        sess = _Session(
+            _quantize(fused, ctx.workdir / f"mixed_{k}.onnx", exclude=keep, tuned=True), ctx
+        )
+        if _cosine(sess(ctx.inputs), ctx.reference) >= ctx.fidelity:
+            return sess.built(f"kept in float: {', '.join(keep)}")
+        k *= 2
+    raise ConfigError(
+        f"ort_int8_mixed: no mix of int8 MatMuls reaches cosine {ctx.fidelity} "
+        f"(tried keeping up to {k // 2} of {len(ranked)} in float)"
+    )
+
+
+def _static(ctx: BuildContext) -> Built:
+    from torchshrink.deploy.onnx_export import export_onnx
+    from torchshrink.quantize.config import QuantConfig
+    from torchshrink.quantize.ptq import quantize
+
+    assert ctx.workdir is not None
+    if not ctx.calibration:
+        raise ConfigError("ort_static_int8 needs calibration data: pass calibration=[batches]")
+    q = quantize(ctx.model, QuantConfig.preset("w8a8"), calibration=list(ctx.calibration))
+    keys, tensors = _arrays(ctx.inputs)
+    path = ctx.workdir / "static_int8.onnx"
+    names = keys or [f"input_{i}" for i in range(len(tensors))]
+    export_onnx(_Positional(q, keys), path, example_inputs=tuple(tensors), input_names=names)
+    return _Session(path, ctx).built()
+
+
+def build(name: str, ctx: BuildContext) -> Built:
+    """Build the ONNX Runtime backend ``name`` (one of the ``ort_*`` names)."""
+    if ctx.workdir is None:
+        raise ConfigError(f"{name}: ONNX Runtime backends need a workdir")
+    require("onnxruntime", "onnx")
+    if name == "ort_fp32":
+        return _Session(export_plain(ctx), ctx).built()
+    if name == "ort_fused_fp32":
+        return _Session(_fused(ctx), ctx).built()
+    if name == "ort_dynamic_int8":
+        path = _quantize(export_plain(ctx), ctx.workdir / "dynamic_int8.onnx", tuned=False)
+        return _Session(path, ctx).built()
+    if name == "ort_int8":
+        return _Session(_quantize(_fused(ctx), ctx.workdir / "int8.onnx", tuned=True), ctx).built()
+    if name == "ort_int8_mixed":
+        return _mixed(ctx)
+    if name == "ort_static_int8":
+        return _static(ctx)
+    raise ConfigError(f"unknown ONNX Runtime backend {name!r}")
