@@ -82,3 +82,20 @@ def test_pareto_front_keeps_non_dominated_points() -> None:
     pts = [(0, 0.9, 100.0), (1, 0.95, 200.0), (2, 0.9, 150.0), (3, 0.95, 200.0), (4, 0.8, 90.0)]
     assert pareto_front(pts) == {0, 1, 3, 4}
     assert pareto_front([]) == set()
+
+
+def test_latency_candidate_removes_channels_and_times_them(digits, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    m = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    base = torchshrink.save(m, tmp_path / "base.safetensors")
+    space = SearchSpace("channel", {"fc1:out": (0.5,), "fc2:out": (0.0,)})
+    stages = space.stages(
+        {"prune:fc1:out": 0.5, "prune:fc2:out": 0.0}, finetune=None, centroid_finetune=None
+    )
+    sdata = search_data(digits, val_size=100, train_size=100, seed=0)
+    res = evaluate_candidate(
+        base, stages, sdata, objective="latency", work_dir=tmp_path / "t", latency_repeats=3
+    )
+    assert res.latency_ms is not None and res.objective_value == res.latency_ms > 0
+    assert res.macs is None and res.energy_mj is None
+    kept = 150 * 64 + 150 + 100 * 150 + 100 + 10 * 100 + 10  # fc1 keeps 150 of 300 neurons
+    assert res.nonzero_params <= kept
