@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,9 +222,6 @@ def _finish(
         },
         source="auto",
     )
-    final_dir = out / "final"
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
     if chosen is not None:
         rec = run_recipe(recipe, out, show_progress=show_progress, report=False)
         doc = json.loads(rec.run_json.read_text(encoding="utf-8"))
