@@ -102,6 +102,12 @@ def test_run_json_contents(small_run: RunRecord, digits: DataBundle) -> None:
     assert run["final"]["accuracy"] * len(digits.test) == pytest.approx(
         round(run["final"]["accuracy"] * len(digits.test)), abs=1e-6
     )
+    # baseline and final model timed in turns: a ratio a busy machine cannot fake
+    paired = run["latency_vs_baseline"]
+    assert paired == small_run.latency_vs_baseline
+    assert paired["baseline_ms"] > 0 and paired["final_ms"] > 0 and paired["rounds"] == 2
+    assert paired["speedup"] == pytest.approx(paired["baseline_ms"] / paired["final_ms"])
+    assert paired["batch"] == 1
 
 
 def test_output_model_loads_and_evaluates_in_fresh_process(small_run: RunRecord) -> None:

@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from torchshrink.cli.common import example_batch, print_json, resolve
 from torchshrink.cli.auto_cmd import auto_command
+from torchshrink.cli.common import example_batch, print_json, resolve
 from torchshrink.cli.compress_cmd import compress_command, report_command
 from torchshrink.cli.deep_compression_cmd import deep_compression_command
 from torchshrink.cli.distill_cmd import distill_command
@@ -299,9 +299,9 @@ app.command("distill")(distill_command)
 app.command("deep-compression")(deep_compression_command)
 app.command("compress")(compress_command)
 app.command("report")(report_command)
-app.command("auto")(auto_command)
 app.command("quantize")(quantize_command)
 app.command("export")(export_command)
+app.command("auto")(auto_command)
 
 
 def main(argv: list[str] | None = None) -> int:

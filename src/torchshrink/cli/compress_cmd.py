@@ -62,10 +62,15 @@ def compress_command(
                 "resumed_from": record.resumed_from,
                 "stages": [{"stage": label, **_brief(m)} for label, m in rows],
                 "gains": run_gains(rows[0][1], rows[-1][1]),
+                "latency_vs_baseline": record.latency_vs_baseline,
             }
         )
         return
-    print_run_summary(rows, title=f"torchshrink compress: {r.name or Path(recipe).stem}")
+    print_run_summary(
+        rows,
+        paired=record.latency_vs_baseline,
+        title=f"torchshrink compress: {r.name or Path(recipe).stem}",
+    )
     print_outputs(record)
 
 

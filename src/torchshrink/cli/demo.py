@@ -36,6 +36,8 @@ def run_demo(
     rows = [("baseline", record.baseline)] + [
         (f"{s.index + 1}. {s.name}", s.metrics) for s in record.stages
     ]
-    print_run_summary(rows, title="torchshrink demo (recipe 'demo')")
+    print_run_summary(
+        rows, paired=record.latency_vs_baseline, title="torchshrink demo (recipe 'demo')"
+    )
     print_outputs(record)
     return record

@@ -72,6 +72,7 @@ class RunRecord:
     stages: tuple[StageRun, ...]
     resumed_from: int
     finished: bool
+    latency_vs_baseline: dict[str, Any] | None = None
 
 
 def run_recipe(
@@ -168,14 +169,18 @@ def run_recipe(
     model_path = out / "model.safetensors"
     run_json = out / "run.json"
     html: Path | None = None
+    paired: dict[str, Any] | None = None
     if finished:
         torchshrink.save(model, model_path)
+        if recipe.profile_repeats > 0:
+            paired = _paired_latency(stages_dir / "00-baseline.safetensors", model, data, recipe)
         doc = {
             "recipe": recipe_doc,
             "baseline": baseline,
             "baseline_layers": baseline_layers,
             "stages": [asdict(s) for s in done],
             "final": done[-1].metrics if done else baseline,
+            "latency_vs_baseline": paired,
             "model_path": str(model_path),
             "resumed_from": resumed_from,
             "seconds": time.perf_counter() - started,
@@ -199,6 +204,7 @@ def run_recipe(
         stages=tuple(done),
         resumed_from=resumed_from,
         finished=finished,
+        latency_vs_baseline=paired,
     )
 
 
@@ -218,6 +224,39 @@ def _measure(model: nn.Module, data: Any, recipe: Recipe, file_path: Path) -> di
     ).to_dict()
     prof.pop("latency_samples_ms", None)  # keep run.json small; p50 / p90 stay
     return prof
+
+
+def _paired_latency(
+    baseline_path: Path, model: nn.Module, data: Any, recipe: Recipe
+) -> dict[str, Any]:
+    """Baseline and final model timed in turns in one loop: their ratio survives a busy machine.
+
+    Each stage's own profile is timed at a different moment, so on a shared machine two stage
+    latencies can differ by more than the compression changed them; the gain reported as the
+    run's speed-up comes from this paired measurement instead.
+    """
+    import torchshrink
+    from torchshrink.deploy.timing import interleaved_times
+
+    base = torchshrink.load(baseline_path).eval()
+    model.eval()
+    x = next(iter(data.loader("test", batch_size=recipe.profile_batch)))[0]
+    threads = torch.get_num_threads()
+    if recipe.profile_threads is not None:
+        torch.set_num_threads(recipe.profile_threads)
+    try:
+        t = interleaved_times(
+            {"baseline": lambda: base(x), "final": lambda: model(x)},
+            rounds=max(recipe.profile_repeats, 1), warmup=3,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    b, f = t["baseline"].median_ms, t["final"].median_ms
+    return {
+        "baseline_ms": b, "final_ms": f, "speedup": b / f if f > 0 else None,
+        "batch": int(x.shape[0]), "threads": recipe.profile_threads or threads,
+        "rounds": len(t["final"].samples_ms),
+    }  # fmt: skip
 
 
 def _layers(model: nn.Module, baseline_layers: list[dict[str, Any]] | None) -> list[dict[str, Any]]:

@@ -113,7 +113,7 @@ def render_html(run: dict[str, Any]) -> str:
     points = [(label, m) for label, m, _ in rows]
     body = [
         f"<h1>{html.escape(str(title))}</h1>",
-        _summary(rows[0][1], rows[-1][1]),
+        _summary(rows[0][1], rows[-1][1], run.get("latency_vs_baseline")),
         "<h2>Before / after every stage</h2>",
         _table(rows),
         "<h2>Accuracy versus size and latency</h2>",
@@ -212,12 +212,20 @@ def _table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _summary(before: dict[str, Any], after: dict[str, Any]) -> str:
+def _summary(
+    before: dict[str, Any], after: dict[str, Any], paired: dict[str, Any] | None = None
+) -> str:
     parts = []
     if is_num(before.get("file_bytes")) and is_num(after.get("file_bytes")) and after["file_bytes"]:
         parts.append(f"file {before['file_bytes'] / after['file_bytes']:.2f}x smaller")
     b_lat, a_lat = before.get("latency_ms_p50"), after.get("latency_ms_p50")
-    if is_num(b_lat) and is_num(a_lat) and b_lat > 0 and a_lat > 0:
+    if paired and is_num(paired.get("speedup")):
+        parts.append(
+            f"{paired['speedup']:.2f}x the speed (baseline and final timed in turns: "
+            f"{paired['baseline_ms']:.3f} &rarr; {paired['final_ms']:.3f} ms, "
+            f"batch {paired.get('batch')}, {paired.get('threads')} thread(s))"
+        )
+    elif is_num(b_lat) and is_num(a_lat) and b_lat > 0 and a_lat > 0:
         parts.append(f"latency {b_lat / a_lat:.2f}x")
     if is_num(before.get("accuracy")) and is_num(after.get("accuracy")):
         parts.append(
