@@ -94,3 +94,19 @@ def test_onnx_export_of_a_binary_model_matches_in_onnxruntime(tmp_path) -> None:
     got = OrtSession(result.path, threads=1).run(x)
     with torch.no_grad():
         assert float((got - q(x)).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("scheme", ["binary", "ternary"])
+def test_ptq_binary_and_ternary_schemes_use_sign_codes_not_a_uniform_grid(scheme: str) -> None:
+    from torchshrink.core.zoo import create_zoo_model
+    from torchshrink.quantize.config import QuantConfig
+    from torchshrink.quantize.ptq import quantize
+
+    torch.manual_seed(0)
+    m = create_zoo_model("lenet300", input_size=8)
+    q = quantize(m, QuantConfig(scheme=scheme, overrides={"fc3": "float"}))
+    assert type(q.fc1).__name__ == "CodebookLinear" and type(q.fc3).__name__ == "Linear"
+    w = q.fc1.weight if hasattr(q.fc1, "weight") else q.fc1.dequantized_weight()
+    levels = torch.unique(w[0].detach())  # one output channel: -s, (0,) +s
+    assert len(levels) == (2 if scheme == "binary" else 3)
+    assert torch.allclose(levels.abs().max(), -levels.min())

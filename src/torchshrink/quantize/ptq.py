@@ -108,6 +108,15 @@ def quantize(
         ('QuantLinear', 'Linear')
     """
     config = config or QuantConfig()
+    if config.scheme in ("binary", "ternary"):
+        # Sign / threshold codes times a channel scale are not a uniform grid: post-training
+        # they live in the codebook layers (the same levels quantize.qat trains).
+        from torchshrink.quantize.codebook import quantize_codebook
+
+        floats = [name for name, v in config.overrides.items() if v == "float"]
+        return quantize_codebook(
+            model, config.scheme, ignore=config.ignore, keep_float=floats, fold=config.fold_bn
+        )
     for pname, param in model.named_parameters():
         check_finite(param.detach(), pname)
     out = copy.deepcopy(model).eval()
