@@ -163,3 +163,43 @@ def test_nan_weight_in_the_model_file_exits_2(
         capsys, "quantize", str(bad), "-d", "digits", "--out", str(tmp_path / "q.safetensors")
     )
     assert rc == 2 and "fc2.weight contains NaN" in err
+
+
+def test_qat_epochs_trains_the_quantized_model_and_saves_it(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "qat.safetensors"
+    rc, text, err = _run(
+        capsys, "quantize", str(model_file), "--data", "digits", "--scheme", "w4",
+        "--qat-epochs", "1", "--calibration", "64", "--out", str(out), "--json",
+    )  # fmt: skip
+    assert rc == 0, err
+    rec = json.loads(text)
+    assert rec["qat"]["epochs"] == 1 and rec["qat"]["lr"] == 0.01
+    assert [r["bits"] for r in rec["layers"]] == [4, 4, 4]
+    # the saved file is the trained, converted model: it reloads to the same accuracy
+    reloaded = torchshrink.evaluate(torchshrink.load(out), torchshrink.load_data("digits").test)
+    assert reloaded.accuracy == pytest.approx(rec["after"]["accuracy"], abs=1e-9)
+    assert rec["after"]["accuracy"] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scheme", "kmeans:16", "--qat-epochs", "1"], "scheme 'kmeans:16' has no quantization"),
+        (["--scheme", "w4", "--qat-epochs", "-1"], "--qat-epochs -1: expected 0"),
+    ],
+)
+def test_qat_epochs_bad_input_is_a_one_line_error(
+    model_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    rc, _, err = _run(
+        capsys, "quantize", str(model_file), "--data", "digits", "--out",
+        str(tmp_path / "x.safetensors"), *args,
+    )  # fmt: skip
+    assert rc == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "x.safetensors").exists()

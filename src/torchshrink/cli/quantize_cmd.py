@@ -109,6 +109,16 @@ def quantize_command(
     ignore: Annotated[
         list[str] | None, typer.Option(help="Module name or regex left alone (repeatable).")
     ] = None,
+    qat_epochs: Annotated[
+        int,
+        typer.Option(
+            help="Quantization-aware training epochs after calibration (0: post-training only). "
+            "Uniform schemes, binary, ternary and mixed."
+        ),
+    ] = 0,
+    qat_lr: Annotated[
+        float, typer.Option(help="Learning rate of quantization-aware training.")
+    ] = 0.01,
     model_arg: _ModelArgs = None,
     weights: _Weights = None,
     seed: _Seed = 0,
@@ -122,6 +132,13 @@ def quantize_command(
     from torchshrink.quantize.ptq import get_quant_report, quantize
 
     kind, value = parse_scheme(scheme)
+    if qat_epochs < 0:
+        raise ConfigError(f"--qat-epochs {qat_epochs}: expected 0 (no training) or more epochs")
+    if qat_epochs and kind == "codebook" and value not in ("binary", "ternary"):
+        raise ConfigError(
+            f"--qat-epochs: scheme '{value}' has no quantization-aware training; it works with "
+            "uniform schemes (int8, w4, w<bits>[g<group>]), binary, ternary and mixed:<bits>"
+        )
     if calibration <= 0:
         raise EmptyDataError(f"--calibration {calibration}: calibration needs at least 1 sample")
     loaded = resolve(
@@ -132,7 +149,34 @@ def quantize_command(
     before = _measure(loaded.model, inputs, loaded.data, None)
     floats, ignored = list(keep_float or ()), tuple(ignore or ())
     plan = None
-    if kind == "codebook":
+    qat_record: dict[str, Any] | None = None
+    if qat_epochs:
+        from torchshrink.quantize.config import QuantConfig
+        from torchshrink.quantize.qat import qat
+        from torchshrink.train.config import TrainConfig
+
+        if kind == "mixed":
+            plan = mixed_precision(
+                loaded.model, calib, avg_bits=value, keep_float=floats, ignore=ignored
+            )
+            qconfig = plan.config
+        elif kind == "codebook":  # binary / ternary: sign or threshold codes, trained with STE
+            qconfig = QuantConfig.preset(
+                value, ignore=ignored, overrides=dict.fromkeys(floats, "float")
+            )
+        else:
+            qconfig = _uniform_config(
+                value, observer=observer, calibration_size=calibration, ignore=ignored,
+                overrides=dict.fromkeys(floats, "float"),
+            )  # fmt: skip
+        tcfg = TrainConfig.preset(
+            "finetune", epochs=qat_epochs, lr=qat_lr, seed=seed, show_progress=not json_out
+        )
+        res = qat(loaded.model, loaded.data, qconfig, tcfg)
+        qmodel = res.model
+        qat_record = {"epochs": res.train.epochs_run, "lr": qat_lr,
+                      "final_accuracy": res.train.final_accuracy}  # fmt: skip
+    elif kind == "codebook":
         qmodel = quantize_codebook(loaded.model, value, ignore=ignored, keep_float=floats)
     elif kind == "mixed":
         plan = mixed_precision(
@@ -181,6 +225,8 @@ def quantize_command(
     }
     if plan is not None:
         record["avg_bits"] = plan.avg_bits
+    if qat_record is not None:
+        record["qat"] = qat_record
     if json_out:
         print_json(record)
         return
