@@ -28,9 +28,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +121,41 @@ def _fused(ctx: BuildContext) -> Path:
         from onnxruntime.transformers.optimizer import optimize_model
 
         # opt_level=0: only the Python fusions; the session applies ORT's own passes later.
-        optimized = optimize_model(str(export_plain(ctx)), model_type="bert", opt_level=0)
+        heads, hidden = _heads_hidden(ctx.model)
+        with _quiet():
+            optimized = optimize_model(
+                str(export_plain(ctx)), model_type="bert", num_heads=heads, hidden_size=hidden,
+                opt_level=0,
+            )  # fmt: skip
         optimized.save_model_to_file(str(path))
     return path
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    # onnxruntime's quantizer and fusions log advice at WARNING on the root logger per call.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _heads_hidden(model: nn.Module) -> tuple[int, int]:
+    # The attention fusion needs both; its own detection from the graph fails on HF BERT.
+    for m in model.modules():
+        cfg = getattr(m, "config", None)
+        heads, hidden = (
+            getattr(cfg, "num_attention_heads", None),
+            getattr(cfg, "hidden_size", None),
+        )
+        if isinstance(heads, int) and isinstance(hidden, int):
+            return heads, hidden
+        if isinstance(m, nn.MultiheadAttention):
+            return m.num_heads, m.embed_dim
+    return 0, 0  # let the optimizer try to detect them
 
 
 def _quantize(src: Path, dst: Path, *, exclude: list[str] | None = None, tuned: bool) -> Path:
@@ -134,10 +168,11 @@ def _quantize(src: Path, dst: Path, *, exclude: list[str] | None = None, tuned: 
         # Fused contrib ops defeat shape inference; their outputs are float.
         options = {"DefaultTensorType": onnx.TensorProto.FLOAT}
         kwargs = {"per_channel": True, "op_types_to_quantize": ["MatMul"]}
-    quantize_dynamic(
-        str(src), str(dst), weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [],
-        extra_options=options, **kwargs,
-    )  # fmt: skip
+    with _quiet():
+        quantize_dynamic(
+            str(src), str(dst), weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [],
+            extra_options=options, **kwargs,
+        )  # fmt: skip
     return dst
 
 
