@@ -210,7 +210,7 @@ def main() -> None:
     parser.add_argument("--models", default="lenet5,resnet20")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--qat-epochs", type=int, default=1)
-    parser.add_argument("--qat-lr", type=float, default=0.01)
+    parser.add_argument("--qat-lr", type=float, default=0.001)
     parser.add_argument("--train-limit", type=int, default=None, help="first N training images")
     parser.add_argument("--calibration", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)

@@ -183,3 +183,13 @@ def test_bad_inputs_raise(trained: nn.Module) -> None:
         prepare_qat(emb, _cfg("w4"))
     kept = prepare_qat(emb, QuantConfig.preset("w4", ignore=["0"]))
     assert type(kept[0]) is nn.Embedding and isinstance(kept[1], QATLayer)
+
+
+def test_default_train_config_is_a_low_lr_finetune() -> None:
+    # BN is folded before QAT: the default lr is 1e-3 (0.01 diverged on a folded ResNet-20)
+    few = torchshrink.load_data("digits", limit=128)
+    net = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    res = qat(net, few, QuantConfig.preset("w8"))
+    assert res.train.epochs_run == 5
+    assert max(h.lr for h in res.train.history) <= 1e-3
+    assert isinstance(res.model.fc1, QuantLinear) and res.model.fc1.weight_spec.bits == 8

@@ -408,7 +408,9 @@ def qat(
         data: the classification data; its train split calibrates and trains.
         config: the quantization config (default ``w8a8``).
         train_config: a :class:`~torchshrink.train.config.TrainConfig` (default: preset
-            ``finetune``, without progress bar).
+            ``finetune`` with ``lr=1e-3``, without progress bar). BatchNorm is folded, so the
+            net trains without normalisation: at the preset's ``lr=0.01`` a BN-folded
+            ResNet-20 on MNIST diverged (90% error), at ``1e-3`` it kept its accuracy.
         hooks: training hooks, passed to the loop.
         device: where to train.
 
@@ -430,7 +432,7 @@ def qat(
     from torchshrink.train.loop import train
 
     # (imported here: quantize stays importable without the training loop's dependencies)
-    train_config = train_config or TrainConfig.preset("finetune", show_progress=False)
+    train_config = train_config or TrainConfig.preset("finetune", lr=1e-3, show_progress=False)
     prepared = prepare_qat(model, config, calibration=data)
     result = train(prepared, data, train_config, hooks=hooks, device=device)
     converted = convert_qat(prepared)
