@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import torchshrink
+from testmodels import SmallCNN
 from torchshrink.core.databundle import DataBundle
 
 MNIST_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
@@ -44,26 +45,6 @@ def _one_thread() -> Iterator[None]:
 def digits() -> DataBundle:
     """scikit-learn's 8x8 digits as a DataBundle (seed 0): 1438 train / 359 test images."""
     return torchshrink.load_data("digits")
-
-
-class SmallCNN(nn.Module):
-    """Conv-BN-ReLU x2, max-pool, two Linear layers: a small CNN for 8x8 digits."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(16)
-        self.pool = nn.MaxPool2d(2)
-        self.fc1 = nn.Linear(16 * 4 * 4, 32)
-        self.fc2 = nn.Linear(32, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.conv1(x)))  # (B, 8, 8, 8)
-        x = self.pool(torch.relu(self.bn2(self.conv2(x))))  # (B, 16, 4, 4)
-        x = torch.relu(self.fc1(x.flatten(1)))  # (B, 32)
-        return self.fc2(x)  # (B, 10)
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-
-from torchshrink.cli.app import main
+from cli_helpers import as_json, run
 
 USER_MODELS = """
 import torch
@@ -27,16 +26,6 @@ def not_a_module():
 
 if TYPE_CHECKING:
     from conftest import HostilePickle
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def as_json(text: str) -> dict:
-    return json.loads(text[text.index("{") :])
 
 
 @pytest.fixture

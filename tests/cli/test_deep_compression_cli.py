@@ -7,17 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import run as _run
 
 import torchshrink
-from torchshrink.cli.app import main
 from torchshrink.cli.deep_compression_cmd import parse_ratios
 from torchshrink.core.errors import ConfigError
-
-
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    rc = main(list(args))
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
 def test_json_record_has_every_stage_and_the_file_loads(

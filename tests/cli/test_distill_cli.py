@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from cli_helpers import as_json, run
 
 import torchshrink
-from torchshrink.cli.app import main
 
 STUDENT = """
 from torch import nn
@@ -16,16 +15,6 @@ from torch import nn
 def mlp(hidden=8):
     return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
 """
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def as_json(text: str) -> dict:
-    return json.loads(text[text.index("{") :])
 
 
 @pytest.fixture

@@ -6,16 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_helpers import run as _run
 
 import torchshrink
-from torchshrink.cli.app import main
 from torchshrink.cli.prune_cmd import parse_granularity, parse_schedule
-
-
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    rc = main(list(args))
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
 def test_prune_channel_json_has_before_after_numbers_and_the_file_loads(

@@ -9,17 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import run as _run
 from torch import nn
 
 import torchshrink
-from torchshrink.cli.app import main
 from torchshrink.core.databundle import DataBundle
-
-
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    rc = main(list(args))
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
 @pytest.fixture(scope="module")

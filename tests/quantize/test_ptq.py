@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import SmallCNN
+from testmodels import SmallCNN
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import ConfigError, EmptyDataError, UnsupportedLayerError
 from torchshrink.measure.accuracy import evaluate

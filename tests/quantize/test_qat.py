@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import torchshrink
-from conftest import SmallCNN
+from testmodels import SmallCNN
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import ConfigError, EmptyDataError, UnsupportedLayerError
 from torchshrink.measure.accuracy import evaluate
