@@ -123,6 +123,7 @@ def train(
     overrides["resume"] = resume
     overrides["show_progress"] = not json_out
     config = TrainConfig(**{**base.model_dump(), **overrides})
+    assert loaded.data is not None  # --data is required
     result = run_train(loaded.model, loaded.data, config)
     path = save(loaded.model, out)
     record = {
@@ -169,6 +170,7 @@ def eval_cmd(
     loaded = resolve(
         model_ref, model_args=model_arg, weights=weights, data_ref=data, seed=seed, limit=limit
     )
+    assert loaded.data is not None  # --data is required
     r = evaluate(loaded.model, loaded.data.test, batch_size=batch_size)
     record = {
         "model": model_ref,
@@ -252,7 +254,7 @@ def zoo(json_out: JsonOpt = False) -> None:
 
     from torchshrink.core.zoo import create_zoo_model, zoo_names
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in zoo_names():
         m = create_zoo_model(name)
         doc = (type(m).__doc__ or "").strip().splitlines()

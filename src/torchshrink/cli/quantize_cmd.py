@@ -74,8 +74,12 @@ def _uniform_config(name: str, **fields: Any) -> Any:
         return QuantConfig.preset(name, **fields)
     m = _UNIFORM.match(name)
     assert m is not None  # parse_scheme accepted it
-    group = {"granularity": "per_group", "group_size": int(m.group(2))} if m.group(2) else {}
-    spec = QuantSpec(**{"bits": int(m.group(1)), "granularity": "per_channel", **group})
+    group: dict[str, Any] = (
+        {"granularity": "per_group", "group_size": int(m.group(2))} if m.group(2) else {}
+    )
+    spec = QuantSpec.model_validate(
+        {"bits": int(m.group(1)), "granularity": "per_channel", **group}
+    )
     return QuantConfig.preset("w8", weight=spec, **fields)
 
 
@@ -144,6 +148,7 @@ def quantize_command(
     loaded = resolve(
         model_ref, model_args=model_arg, weights=weights, data_ref=data, seed=seed, limit=limit
     )
+    assert loaded.data is not None  # --data is required
     calib = loaded.data.calibration(calibration, seed=seed)
     inputs = example_batch(loaded.model, input_shape=None, data=loaded.data, batch_size=1)
     before = _measure(loaded.model, inputs, loaded.data, None)
@@ -329,6 +334,7 @@ def onnx_eval(
     from torchshrink.measure.accuracy import evaluate
 
     bundle = load_data_ref(data, seed=seed, limit=limit)
+    assert bundle is not None  # --data is required
     r = evaluate(OrtSession(path, threads=threads).as_module(), bundle.test, batch_size=batch_size)
     return {"model": path, "data": data, "runtime": "onnxruntime", "accuracy": r.accuracy,
             "error": r.error, "loss": r.loss, "n": r.n}  # fmt: skip

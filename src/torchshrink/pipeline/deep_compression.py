@@ -335,7 +335,7 @@ def deep_compression(
 
         t0 = time.perf_counter()
         if config.prune_ratio > 0 or config.layer_ratios:
-            schedule = config.prune_schedule
+            schedule: Literal["oneshot", "iterative", "agp"] = config.prune_schedule
             if schedule == "iterative" and config.prune_steps == 1:
                 schedule = "oneshot"
             pc = PruneConfig(

@@ -204,7 +204,7 @@ def mixed_precision(
     work = copy.deepcopy(model).eval()
     if fold:
         fold_bn(work, inplace=True)
-    floats = dict.fromkeys(keep_float, "float")
+    floats: dict[str, Any] = dict.fromkeys(keep_float, "float")
     names = _quantizable(work, QuantConfig(scheme="w8", ignore=tuple(ignore), overrides=floats))
     kept = [n for n in _quantizable(work, QuantConfig(scheme="w8", ignore=tuple(ignore)))
             if n not in names]  # fmt: skip

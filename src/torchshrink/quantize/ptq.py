@@ -25,7 +25,7 @@ import copy
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -144,7 +144,8 @@ def quantize(
             continue
         spec = config.weight_spec_for(name)
         assert spec is not None  # float overrides were dropped by _select_layers
-        spec, note = fit_group_size(spec, module.weight.shape, name=name)
+        weight = cast(torch.Tensor, module.weight)
+        spec, note = fit_group_size(spec, tuple(weight.shape), name=name)
         qlayer = QUANT_LAYERS[type(module)](
             module,
             spec,

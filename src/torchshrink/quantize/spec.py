@@ -66,7 +66,7 @@ class QuantSpec(BaseModel):
     symmetric: bool = True
     granularity: Granularity = "per_tensor"
     axis: int = 0
-    group_size: int | None = Field(None, ge=1)
+    group_size: int | None = Field(default=None, ge=1)
     rounding: Rounding = "nearest"
 
     @field_validator("bits")
