@@ -50,6 +50,10 @@ def compress_command(
     r = load_recipe(recipe, overrides=list(set_ or []))
     folder = out if out is not None else Path("runs") / Path(recipe).stem
     record = run_recipe(r, folder, resume=resume, show_progress=not json_out)
+    from torchshrink.train.distributed import is_main
+
+    if not is_main():  # under torchrun rank 0 alone reports (and wrote the files)
+        return
     rows = [("baseline", record.baseline)] + [
         (f"{s.index + 1}. {s.name}", s.metrics) for s in record.stages
     ]

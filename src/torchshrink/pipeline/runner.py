@@ -43,6 +43,7 @@ from torch import nn
 from torchshrink.core.errors import ConfigError
 from torchshrink.pipeline.recipe import Recipe, load_recipe
 from torchshrink.pipeline.stages import StageContext, run_stage
+from torchshrink.train.distributed import barrier, init_distributed, is_main
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,10 @@ def run_recipe(
     stages_dir = out / "stages"
     stages_dir.mkdir(parents=True, exist_ok=True)
     state_path = stages_dir / "state.json"
+    # Under torchrun every rank runs the recipe (training is data-parallel) but only rank 0
+    # writes the state, run.json, report and exported files; the others wait at each checkpoint.
+    init_distributed()
+    main = is_main()
     recipe_doc = recipe.model_dump(mode="json", by_alias=True)
     started = time.perf_counter()
 
@@ -126,6 +131,7 @@ def run_recipe(
         if recipe.train is not None:
             torchshrink.train(model, data, recipe.train)
         ckpt = torchshrink.save(model, stages_dir / "00-baseline.safetensors")
+        barrier()
         baseline = _measure(model, data, recipe, ckpt)
         baseline_layers = _layers(model, None)
         _write_state(state_path, recipe_doc, baseline, [], ckpt, baseline_layers)
@@ -146,9 +152,13 @@ def run_recipe(
             progress.update(task, description=f"stage {i + 1}: {label}")
             torch.manual_seed(recipe.seed + i + 1)
             t0 = time.perf_counter()
-            model, details = run_stage(stage, model, ctx)
+            if main or stage.kind != "export":
+                model, details = run_stage(stage, model, ctx)
+            else:  # exporting writes files and changes no weight: rank 0 alone does it
+                details = {"skipped": "export runs on rank 0 only"}
             seconds = time.perf_counter() - t0
             ckpt = torchshrink.save(model, stages_dir / f"{i + 1:02d}-{stage.kind}.safetensors")
+            barrier()
             done.append(
                 StageRun(
                     index=i,
@@ -156,7 +166,7 @@ def run_recipe(
                     name=label,
                     config=stage.model_dump(mode="json", by_alias=True),
                     seconds=seconds,
-                    metrics=_measure(model, data, recipe, Path(details.get("file_path", ckpt))),
+                    metrics=_measure(model, data, recipe, _written(details.get("file_path", ckpt))),
                     checkpoint=str(ckpt),
                     details=details,
                     layers=_layers(model, baseline_layers),
@@ -188,10 +198,11 @@ def run_recipe(
             "versions": _versions(),
             "machine": _machine(),
         }
-        tmp = run_json.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-        os.replace(tmp, run_json)
-        if report:
+        if main:
+            tmp = run_json.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+            os.replace(tmp, run_json)
+        if report and main:
             from torchshrink.report.html import render_report
 
             html = render_report(run_json)
@@ -208,7 +219,7 @@ def run_recipe(
     )
 
 
-def _measure(model: nn.Module, data: Any, recipe: Recipe, file_path: Path) -> dict[str, Any]:
+def _measure(model: nn.Module, data: Any, recipe: Recipe, file_path: Path | None) -> dict[str, Any]:
     from torchshrink.measure.profile import profile
 
     x = next(iter(data.loader("test", batch_size=1)))[0]  # (1, *input_shape)
@@ -224,6 +235,13 @@ def _measure(model: nn.Module, data: Any, recipe: Recipe, file_path: Path) -> di
     ).to_dict()
     prof.pop("latency_samples_ms", None)  # keep run.json small; p50 / p90 stay
     return prof
+
+
+def _written(path: str | Path) -> Path | None:
+    """``path`` if it exists; on a non-main rank a file rank 0 alone wrote may not (then the
+    profile sizes the model in memory; only rank 0's metrics are ever written)."""
+    p = Path(path)
+    return p if p.is_file() else None
 
 
 def _paired_latency(
@@ -287,6 +305,8 @@ def _write_state(
     checkpoint: Path,
     baseline_layers: list[dict[str, Any]] | None = None,
 ) -> None:
+    if not is_main():
+        return
     doc = {
         "recipe": recipe_doc,
         "baseline": baseline,
