@@ -68,3 +68,16 @@ def test_all_zero_init_stays_finite() -> None:
     out = fq(torch.zeros(3, 5))
     assert bool(torch.isfinite(fq.scale).all()) and float(out.detach().abs().sum()) == 0.0
     assert float(fq.scale.detach().min()) > 0
+
+
+def test_lsq_forward_is_exactly_round_to_nearest_at_the_scale() -> None:
+    # A min-max scale puts each channel's extreme weight exactly on a rounding tie; a forward
+    # value one ulp off the scale would pick another level than the converted integer layer.
+    from torchshrink.quantize.lsq import _grad_scale, _round_pass
+
+    x = torch.tensor([0.1, 0.7, 1.3, 2.5, -3.3], requires_grad=True)
+    for g in (0.37, 1e-3, 0.5):
+        assert torch.equal(_grad_scale(x, g), x.detach())
+    assert torch.equal(_round_pass(x * 10.0), torch.round(x.detach() * 10.0))
+    _grad_scale(x, 0.25).sum().backward()
+    assert torch.allclose(x.grad, torch.full_like(x, 0.25))

@@ -32,13 +32,14 @@ from torchshrink.quantize.spec import QuantSpec
 
 
 def _grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
-    """Value ``x``, gradient multiplied by ``g``."""
-    return (x - x * g).detach() + x * g
+    """Value ``x`` (exactly: the added term is an exact zero), gradient multiplied by ``g``."""
+    xg = x * g
+    return x.detach() + (xg - xg.detach())
 
 
 def _round_pass(x: torch.Tensor) -> torch.Tensor:
-    """``round(x)`` forward, identity gradient."""
-    return (torch.round(x) - x).detach() + x
+    """``round(x)`` forward (exactly), identity gradient."""
+    return torch.round(x).detach() + (x - x.detach())
 
 
 class LSQFakeQuant(nn.Module):
