@@ -90,8 +90,12 @@ def main() -> None:
     p.add_argument("--weights", default=None, help="a trained LeNet-5 model file to start from")
     p.add_argument("--trials", type=int, default=16)
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--trial-epochs", type=int, default=1)
-    p.add_argument("--final-epochs", type=int, default=2)
+    p.add_argument("--trial-epochs", type=int, default=2)
+    p.add_argument("--trial-lr", type=float, default=0.02)
+    p.add_argument("--final-epochs", type=int, default=3)
+    p.add_argument("--promote", type=int, default=3, help="candidates given the full fine-tune")
+    p.add_argument("--promote-slack", type=float, default=0.03)
+    p.add_argument("--sensitivity-slack", type=float, default=10.0)
     p.add_argument("--recipes", default=",".join(builtin_recipes()))
     p.add_argument("--out", default="runs/bench-auto-lenet5")
     args = p.parse_args()
@@ -120,8 +124,12 @@ def main() -> None:
         val_size=3000,
         search_train_size=5000,
         trial_finetune=TrainConfig.preset(
-            "finetune", epochs=args.trial_epochs, show_progress=False
+            "finetune", epochs=args.trial_epochs, lr=args.trial_lr, show_progress=False
         ),
+        agp=True,
+        promote=args.promote,
+        promote_slack=args.promote_slack,
+        sensitivity_slack=args.sensitivity_slack,
         centroid_finetune=TrainConfig.preset("finetune", epochs=1, lr=1e-3, show_progress=False),
         final_finetune=TrainConfig.preset(
             "finetune", epochs=args.final_epochs, show_progress=False, eval_every=100
@@ -146,6 +154,8 @@ def main() -> None:
             for t in run["search"]["trials"]
             if t["pareto"]
         ],
+        "promotion": run["search"].get("promotion"),
+        "chosen_by": run["search"].get("chosen_by"),
         "trials_record": [
             {k: t[k] for k in ("number", "accuracy", "objective_value", "pareto")}
             for t in run["search"]["trials"]

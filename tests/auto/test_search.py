@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 
 from torchshrink.auto import run_auto
 from torchshrink.auto.search import counts, open_study, recover_stale
@@ -21,16 +22,24 @@ def _complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
 
 
+@pytest.mark.integration
 def test_two_workers_share_one_sqlite_study(tmp_path: Path, tiny_config) -> None:  # type: ignore[no-untyped-def]
     cfg = tiny_config(
-        trials=5, workers=2, ratios=(0.25, 0.5, 0.7, 0.9), bits=(0, 3, 4, 5), search_only=True
+        trials=3,
+        workers=2,
+        ratios=(0.25, 0.5, 0.7, 0.9),
+        bits=(0, 3, 4, 5),
+        search_only=True,
+        data_limit=500,
+        search_train_size=200,
+        train={"epochs": 1, "batch_size": 64, "lr": 0.05, "show_progress": False},
     )
     res = run_auto(cfg, tmp_path)
     study = optuna.load_study(study_name=cfg.study_name, storage=f"sqlite:///{tmp_path}/study.db")
     done = _complete(study)
-    assert len(done) == 5 == res.trials
-    assert len({t.number for t in done}) == 5
-    assert len({tuple(sorted(t.params.items())) for t in done}) == 5  # distinct candidates
+    assert len(done) == 3 == res.trials
+    assert len({t.number for t in done}) == 3
+    assert len({tuple(sorted(t.params.items())) for t in done}) == 3  # distinct candidates
     assert {"RUNNING", "WAITING"}.isdisjoint(counts(study))
     workers = {t.user_attrs["worker"] for t in done}
     assert all(":" in w for w in workers) and str(os.getpid()) not in {
@@ -66,12 +75,13 @@ def _complete_in_db(db: Path) -> int:
         return 0
 
 
+@pytest.mark.integration
 def test_killed_search_resumes_to_the_requested_trials(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = [
-        "auto", "zoo:lenet300", "--data", "digits", "--out", str(out), "--trials", "4",
-        "--train-epochs", "2", "--val-size", "200", "--search-train-size", "600",
-        "--trial-epochs", "2", "--final-epochs", "0", "--max-accuracy-drop", "5", "--json",
+        "auto", "zoo:lenet300", "--data", "digits", "--out", str(out), "--trials", "3",
+        "--train-epochs", "1", "--val-size", "150", "--search-train-size", "200",
+        "--limit", "500", "--trial-epochs", "1", "--final-epochs", "0", "--max-accuracy-drop", "90", "--json",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
@@ -90,13 +100,13 @@ def test_killed_search_resumes_to_the_requested_trials(tmp_path: Path) -> None:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     before = _complete_in_db(out / "study.db")
-    assert 1 <= before < 4
+    assert 1 <= before < 3
     assert main(args) == 0
     study = optuna.load_study(
         study_name="auto-zoo-lenet300-digits-size", storage=f"sqlite:///{out}/study.db"
     )
     done = _complete(study)
-    assert len(done) == 4 and len({t.number for t in done}) == 4
+    assert len(done) == 3 and len({t.number for t in done}) == 3
     assert "RUNNING" not in counts(study)
     lost = [t for t in study.trials if t.user_attrs.get("lost")]
     retried = [t for t in done if "retry_of" in t.user_attrs]

@@ -99,3 +99,20 @@ def test_latency_candidate_removes_channels_and_times_them(digits, tmp_path) -> 
     assert res.macs is None and res.energy_mj is None
     kept = 150 * 64 + 150 + 100 * 150 + 100 + 10 * 100 + 10  # fc1 keeps 150 of 300 neurons
     assert res.nonzero_params <= kept
+
+
+def test_agp_prunes_during_the_finetune_for_unstructured_only() -> None:
+    from torchshrink.train.config import TrainConfig
+
+    ft = TrainConfig(epochs=2, lr=0.02, show_progress=False)
+    space = SearchSpace("unstructured", {"fc1": (0.0, 0.9)}, {"fc1": (0, 4)})
+    stages = space.stages({"prune:fc1": 0.9, "bits:fc1": 4}, finetune=ft, centroid_finetune=None, agp=True)  # fmt: skip
+    assert [s["kind"] for s in stages] == ["prune", "cluster", "export"]
+    r = recipe_from_dict({"model": "zoo:lenet300", "stages": stages})
+    assert r.stages[0].config.schedule == "agp" and r.stages[0].config.finetune.epochs == 2
+    plain = space.stages({"prune:fc1": 0.9, "bits:fc1": 4}, finetune=ft, centroid_finetune=None)
+    assert [s["kind"] for s in plain] == ["prune", "finetune", "cluster", "export"]
+    chan = SearchSpace("channel", {"fc1:out": (0.0, 0.5)})
+    stages = chan.stages({"prune:fc1:out": 0.5}, finetune=ft, centroid_finetune=None, agp=True)
+    assert [s["kind"] for s in stages] == ["prune", "finetune"]
+    assert stages[0]["config"].get("schedule") is None

@@ -23,8 +23,9 @@ DEFAULT_BITS = (0, 2, 3, 4, 5, 6, 8)
 DEFAULT_RATIOS = (0.0, 0.25, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98)
 
 
-def _quick(epochs: int) -> TrainConfig:
-    return TrainConfig.preset("finetune", epochs=epochs, show_progress=False)
+def _quick(epochs: int, lr: float | None = None) -> TrainConfig:
+    extra = {} if lr is None else {"lr": lr}
+    return TrainConfig.preset("finetune", epochs=epochs, show_progress=False, **extra)
 
 
 class AutoConfig(BaseModel):
@@ -55,9 +56,21 @@ class AutoConfig(BaseModel):
         bits: codebook bits per layer to choose from (``0`` keeps float). Used by ``size``.
         sensitivity_slack: allowed one-layer drop before fine-tuning, as a multiple of
             ``max_accuracy_drop`` (at least 2 points), bounding each layer's ratios.
-        trial_finetune: training of each candidate after pruning (``None``: none).
+        trial_finetune: training of each candidate after (with ``agp``: during) pruning
+            (``None``: none). Short, with a higher learning rate than the final one.
+        agp: prune unstructured candidates gradually during their fine-tune (AGP) rather
+            than at once before it; the final model is built the same way.
         centroid_finetune: fine-tuning of shared centroids of each candidate (``None``: none).
-        final_finetune: training of the chosen candidate before its test-split verification.
+        final_finetune: training of the chosen candidate before its test-split verification;
+            also the full fine-tune of every promoted candidate.
+        promote: after the search, candidates given the full fine-tune (``final_finetune``)
+            on the search-training part and re-scored on the validation part; the smallest
+            that then meets the budget is chosen. ``0`` chooses from the search scores only.
+        promote_slack: a Pareto candidate may be promoted when its search-time drop is at
+            most ``max_accuracy_drop + promote_slack`` (short fine-tunes under-rate sparse
+            candidates).
+        promote_train_size: training samples of a promoted candidate's fine-tune (``None``:
+            every training sample that is not held out).
         latency_repeats: timed forward passes per latency measurement (median used).
         threads: torch threads in every process (``None`` keeps the default).
         search_only: only run trials (e.g. a helper machine on a shared database); no final
@@ -89,9 +102,13 @@ class AutoConfig(BaseModel):
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     bits: tuple[int, ...] = DEFAULT_BITS
     sensitivity_slack: float = Field(default=6.0, gt=0)
-    trial_finetune: TrainConfig | None = Field(default_factory=lambda: _quick(1))
+    trial_finetune: TrainConfig | None = Field(default_factory=lambda: _quick(2, lr=0.02))
+    agp: bool = True
     centroid_finetune: TrainConfig | None = Field(default_factory=lambda: _quick(1))
     final_finetune: TrainConfig | None = Field(default_factory=lambda: _quick(3))
+    promote: int = Field(default=3, ge=0)
+    promote_slack: float = Field(default=0.02, ge=0, lt=1)
+    promote_train_size: int | None = Field(default=None, ge=1)
     latency_repeats: int = Field(default=30, ge=1)
     threads: int | None = Field(default=1, ge=1)
     stale_after: float = Field(default=600.0, gt=0)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import torch
 
 from torchshrink.auto.config import AutoConfig
 from torchshrink.auto.objective import search_data
+from torchshrink.auto.promote import promote
 from torchshrink.auto.search import (
     WorkerSpec,
     counts,
@@ -68,6 +69,8 @@ class AutoResult:
         pareto: trial numbers of the Pareto front (accuracy versus objective).
         final: test-split metrics of the chosen model after fine-tuning (else of the baseline).
         baseline: test-split metrics of the baseline.
+        chosen_by: ``"promotion"`` (a promoted candidate met the budget after its full
+            fine-tune), ``"search"`` (the smallest trial within the budget) or ``None``.
     """
 
     out_dir: Path
@@ -82,6 +85,7 @@ class AutoResult:
     pareto: tuple[int, ...]
     final: dict[str, Any]
     baseline: dict[str, Any]
+    chosen_by: str | None = None
 
     def budget_message(self, budget: float) -> str:
         """A one-line explanation when no candidate met ``budget``."""
@@ -145,7 +149,7 @@ def run_auto(config: AutoConfig, out_dir: str | Path, *, show_progress: bool = F
                 space = build_space(model, sdata, config)
                 study.set_user_attr("space", space.to_dict())
                 study.set_user_attr("baseline_val_accuracy", base_val)
-                _seed_trials(study, space)
+                _seed_trials(study, space, limit=config.trials)
             space = SearchSpace.from_dict(study.user_attrs["space"])
             base_val = float(study.user_attrs["baseline_val_accuracy"])
             recover_stale(study, all_running=config.storage is None, stale_after=config.stale_after)
@@ -176,9 +180,11 @@ def _zoo_defaults(model_ref: str, data: Any) -> dict[str, Any]:
     return out
 
 
-def _seed_trials(study: Any, space: SearchSpace) -> None:
-    # Two sensitivity-guided starting points: every layer at its bound, and at about half of it.
-    for frac, bits in ((1.0, 4), (0.5, 6)):
+def _seed_trials(study: Any, space: SearchSpace, *, limit: int) -> None:
+    # Sensitivity-guided starting points, from every layer at its bound with 3- or 4-bit
+    # codebooks (where the smallest files are) to about half of it with 6 bits.
+    # At most ``limit`` of them: an enqueued trial left over would wait in the study forever.
+    for frac, bits in ((1.0, 4), (0.5, 6), (1.0, 3), (0.8, 5))[:limit]:
         params: dict[str, Any] = {}
         for layer, choices in space.ratios.items():
             target = frac * max(choices)
@@ -206,6 +212,14 @@ def _finish(
     ok = [r for r in records if base_val - r["accuracy"] <= budget + 1e-12]
     chosen = min(ok, key=lambda r: (r["objective_value"], -r["accuracy"]), default=None)
     closest = max(records, key=lambda r: r["accuracy"], default=None)
+    promoted = promote(
+        config, out, study, space, records, base_val=base_val, baseline_path=baseline_path,
+        data=data,
+    )  # fmt: skip
+    passed = [p for p in promoted if p.within_budget]
+    if passed:  # smaller than the in-budget trials by construction; the smallest wins
+        best = min(passed, key=lambda p: (p.objective_value, -p.accuracy))
+        chosen = next(r for r in records if r["number"] == best.number)
     recipe = recipe_from_dict(
         {
             "name": f"auto ({config.objective})",
@@ -218,6 +232,7 @@ def _finish(
                 chosen["params"] if chosen else {},
                 finetune=config.final_finetune,
                 centroid_finetune=config.centroid_finetune,
+                agp=config.agp,
             ),
         },
         source="auto",
@@ -237,6 +252,12 @@ def _finish(
         "baseline_val_accuracy": base_val,
         "trials": records,
         "chosen": chosen["number"] if chosen else None,
+        "chosen_by": "promotion" if passed else ("search" if chosen else None),
+        "promotion": {
+            "slack": config.promote_slack,
+            "max_candidates": config.promote,
+            "candidates": [asdict(p) for p in promoted],
+        },
         "closest": closest["number"] if closest else None,
         "failed_trials": c.get("FAIL", 0),
         "study": config.study_name,
@@ -264,6 +285,7 @@ def _finish(
         pareto=tuple(r["number"] for r in records if r["pareto"]),
         final=doc["final"],
         baseline=doc["baseline"],
+        chosen_by=doc["search"]["chosen_by"],
     )
 
 

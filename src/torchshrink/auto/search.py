@@ -157,7 +157,10 @@ def work(spec: WorkerSpec) -> int:
                 continue
         try:
             stages = space.stages(
-                params, finetune=config.trial_finetune, centroid_finetune=config.centroid_finetune
+                params,
+                finetune=config.trial_finetune,
+                centroid_finetune=config.centroid_finetune,
+                agp=config.agp,
             )
             res = evaluate_candidate(
                 Path(spec.baseline_path),

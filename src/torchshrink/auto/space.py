@@ -59,8 +59,14 @@ class SearchSpace:
         *,
         finetune: TrainConfig | None,
         centroid_finetune: TrainConfig | None,
+        agp: bool = False,
     ) -> list[dict[str, Any]]:
-        """The recipe stages (as dicts) that build the candidate ``params`` describes."""
+        """The recipe stages (as dicts) that build the candidate ``params`` describes.
+
+        With ``agp`` (and a ``finetune``) unstructured sparsity rises gradually during the
+        fine-tune (Zhu & Gupta 2017) instead of being cut at once and then repaired: a very
+        sparse candidate then scores close to what it reaches after a long fine-tune.
+        """
         # Every layer is named, zeros included: a layer left out would get ``ratio``. The
         # pruner matches a channel group by its producer's name ("conv1" for "conv1:out").
         ratios = {
@@ -72,9 +78,17 @@ class SearchSpace:
         stages: list[dict[str, Any]] = []
         top = max(ratios.values(), default=0.0)
         if top > 0:
-            prune = {"granularity": self.granularity, "ratio": top, "layer_ratios": ratios}
+            prune: dict[str, Any] = {
+                "granularity": self.granularity,
+                "ratio": top,
+                "layer_ratios": ratios,
+            }
+            gradual = agp and finetune is not None and self.granularity == "unstructured"
+            if gradual:
+                assert finetune is not None  # for mypy: gradual implies it
+                prune.update(schedule="agp", finetune=finetune.model_dump(mode="json"))
             stages.append({"kind": "prune", "config": prune})
-            if finetune is not None:
+            if finetune is not None and not gradual:
                 stages.append({"kind": "finetune", "train": finetune.model_dump(mode="json")})
         if bits:
             ft = None if centroid_finetune is None else centroid_finetune.model_dump(mode="json")

@@ -54,7 +54,17 @@ def auto_command(
     train_preset: Annotated[str, typer.Option(help="TrainConfig preset of that training.")] = (
         "scratch"
     ),
-    trial_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs per candidate.")] = 1,
+    trial_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs per candidate.")] = 2,
+    trial_lr: Annotated[float, typer.Option(help="Learning rate of a candidate's fine-tune.")] = (
+        0.02
+    ),
+    promote: Annotated[
+        int, typer.Option(help="Candidates given the full fine-tune after the search.")
+    ] = 3,
+    promote_slack: Annotated[
+        float,
+        typer.Option(help="Points beyond the budget a candidate may drop and still be promoted."),
+    ] = 2.0,
     final_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs of the chosen one.")] = 3,
     val_size: Annotated[int, typer.Option(help="Training samples held out to score.")] = 2000,
     search_train_size: Annotated[
@@ -77,9 +87,11 @@ def auto_command(
     from torchshrink.core.modelref import parse_model_args
     from torchshrink.train.config import TrainConfig
 
-    def quick(epochs: int) -> TrainConfig | None:
+    def quick(epochs: int, **extra: Any) -> TrainConfig | None:
         return (
-            TrainConfig.preset("finetune", epochs=epochs, show_progress=False) if epochs else None
+            TrainConfig.preset("finetune", epochs=epochs, show_progress=False, **extra)
+            if epochs
+            else None
         )
 
     train = (
@@ -102,9 +114,11 @@ def auto_command(
         seed=seed,
         val_size=val_size,
         search_train_size=search_train_size,
-        trial_finetune=quick(trial_epochs),
+        trial_finetune=quick(trial_epochs, lr=trial_lr),
         centroid_finetune=quick(min(trial_epochs, 1)),
         final_finetune=quick(final_epochs),
+        promote=promote,
+        promote_slack=promote_slack / 100.0,
         threads=threads,
         search_only=search_only,
     )
@@ -122,6 +136,7 @@ def auto_command(
         "trials": res.trials,
         "pareto": list(res.pareto),
         "chosen": res.chosen,
+        "chosen_by": res.chosen_by,
         "baseline_val_accuracy": res.baseline_val_accuracy,
         "baseline_test_accuracy": res.baseline.get("accuracy"),
         "final_test_accuracy": res.final.get("accuracy") if res.chosen is not None else None,

@@ -1,0 +1,151 @@
+"""Candidate promotion: the search's most promising small candidates get the full fine-tune.
+
+A trial is fine-tuned briefly on a small training subset, which under-rates very sparse
+candidates (they need the longest fine-tune). So after the search a few Pareto candidates whose
+search-time drop is within ``max_accuracy_drop + promote_slack`` and whose objective is below
+that of the best in-budget trial are rebuilt with ``final_finetune`` on the search-training
+part (never the validation part) and re-scored on the validation part. The smallest that then
+meets the budget is chosen; the test split is still used once, on the chosen one.
+
+Results are kept in the study (user attribute ``promoted:<number>``): a resumed run does not
+fine-tune them again.
+
+Example:
+    >>> recs = [{"number": i, "accuracy": a, "objective_value": o, "pareto": True}
+    ...         for i, a, o in [(0, 0.99, 900.0), (1, 0.97, 300.0), (2, 0.9, 100.0)]]
+    >>> [r["number"] for r in select_for_promotion(recs, 0.99, budget=0.005, slack=0.03, k=3)]
+    [1]
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from torchshrink.auto.config import AutoConfig
+from torchshrink.auto.objective import evaluate_candidate, search_data
+from torchshrink.auto.space import SearchSpace
+from torchshrink.core.databundle import DataBundle
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """One promoted candidate after its full fine-tune.
+
+    Attributes:
+        number: the trial it was promoted from.
+        search_accuracy: that trial's validation accuracy after the short fine-tune.
+        accuracy: validation accuracy after the full fine-tune.
+        drop: ``baseline_val_accuracy - accuracy``.
+        objective_value: the objective after the full fine-tune.
+        file_bytes: bytes of its model file.
+        within_budget: ``drop <= max_accuracy_drop``.
+        seconds: wall time to build and measure it.
+    """
+
+    number: int
+    search_accuracy: float
+    accuracy: float
+    drop: float
+    objective_value: float
+    file_bytes: int
+    within_budget: bool
+    seconds: float
+
+
+def select_for_promotion(
+    records: list[dict[str, Any]], base_val: float, *, budget: float, slack: float, k: int
+) -> list[dict[str, Any]]:
+    """Up to ``k`` Pareto trials worth a full fine-tune, smallest objective first.
+
+    The pool is the Pareto trials with a search-time drop within ``budget + slack`` and an
+    objective below the best in-budget trial's (a larger one could not be chosen). From a
+    larger pool ``k`` are taken evenly from the smallest to the largest objective, so that
+    one aggressive and one safe candidate are always among them.
+    """
+    if k <= 0:
+        return []
+    ok = [r for r in records if base_val - r["accuracy"] <= budget + 1e-12]
+    limit = min((r["objective_value"] for r in ok), default=float("inf"))
+    pool = sorted(
+        (
+            r
+            for r in records
+            if r["pareto"]
+            and base_val - r["accuracy"] <= budget + slack + 1e-12
+            and r["objective_value"] < limit
+        ),
+        key=lambda r: r["objective_value"],
+    )
+    if len(pool) <= k:
+        return pool
+    if k == 1:
+        return pool[:1]
+    picks = sorted({round(i * (len(pool) - 1) / (k - 1)) for i in range(k)})
+    return [pool[i] for i in picks]
+
+
+def promote(
+    config: AutoConfig,
+    out: Path,
+    study: Any,
+    space: SearchSpace,
+    records: list[dict[str, Any]],
+    *,
+    base_val: float,
+    baseline_path: Path,
+    data: DataBundle,
+) -> list[Promotion]:
+    """Give the candidates :func:`select_for_promotion` picks the full fine-tune; score them.
+
+    Nothing is promoted without a ``final_finetune`` (the final model would not get one).
+    """
+    if config.final_finetune is None:
+        return []
+    picked = select_for_promotion(
+        records,
+        base_val,
+        budget=config.max_accuracy_drop,
+        slack=config.promote_slack,
+        k=config.promote,
+    )
+    if not picked:
+        return []
+    pdata = search_data(
+        data, val_size=config.val_size, train_size=config.promote_train_size, seed=config.seed
+    )
+    out_list = []
+    for rec in picked:
+        key = f"promoted:{rec['number']}"
+        if key in study.user_attrs:  # a resumed run: already fine-tuned
+            out_list.append(Promotion(**study.user_attrs[key]))
+            continue
+        stages = space.stages(
+            rec["params"],
+            finetune=config.final_finetune,
+            centroid_finetune=config.centroid_finetune,
+            agp=config.agp,
+        )
+        res = evaluate_candidate(
+            baseline_path,
+            stages,
+            pdata,
+            objective=config.objective,
+            work_dir=out / "promoted" / f"{rec['number']:04d}",
+            latency_repeats=config.latency_repeats,
+        )
+        drop = base_val - res.accuracy
+        p = Promotion(
+            number=int(rec["number"]),
+            search_accuracy=float(rec["accuracy"]),
+            accuracy=res.accuracy,
+            drop=drop,
+            objective_value=res.objective_value,
+            file_bytes=res.file_bytes,
+            within_budget=drop <= config.max_accuracy_drop + 1e-12,
+            seconds=res.seconds,
+        )
+        study.set_user_attr(key, asdict(p))
+        out_list.append(p)
+    return out_list
