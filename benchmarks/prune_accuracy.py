@@ -154,7 +154,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--epochs", type=int, default=15, help="dense training epochs")
     ap.add_argument("--finetune-epochs", type=int, default=4, help="per pruning round")
-    ap.add_argument("--lenet300-finetune-epochs", type=int, default=30, help="one AGP run")
+    ap.add_argument("--lenet300-finetune-epochs", type=int, default=45, help="one AGP run")
     ap.add_argument("--only", choices=["lenet300", "lenet5"], default=None)
     ap.add_argument("--lenet300-ratios", default=None, help="fc1=0.92,fc2=0.91,fc3=0.74")
     ap.add_argument("--lenet300-weights", default=None, help="dense weights trained as above")
