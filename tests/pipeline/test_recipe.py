@@ -24,6 +24,7 @@ BUILTINS = [
     "int4-weight-only",
     "structured-50",
     "prune-distill-quantize",
+    "demo",
 ]
 
 
