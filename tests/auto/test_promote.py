@@ -36,13 +36,13 @@ def test_select_takes_small_pareto_trials_within_the_slack() -> None:
     assert [r["number"] for r in select_for_promotion(recs[1:4], 0.99, budget=0.0, slack=0.02, k=5)] == [2, 1]  # fmt: skip
 
 
-def test_select_spreads_a_large_pool_from_smallest_to_largest() -> None:
+def test_select_takes_the_k_smallest_of_a_large_pool() -> None:
     recs = _recs([(i, 0.98, 100.0 * (i + 1), True) for i in range(7)])
     picked = select_for_promotion(recs, 0.98, budget=0.0, slack=0.0, k=3)
     # every trial is within budget: only those below the smallest (none) could be promoted
     assert picked == []
     picked = select_for_promotion(recs, 0.99, budget=0.0, slack=0.02, k=3)
-    assert [r["number"] for r in picked] == [0, 3, 6]
+    assert [r["number"] for r in picked] == [0, 1, 2]
     assert [r["number"] for r in select_for_promotion(recs, 0.99, budget=0.0, slack=0.02, k=1)] == [0]  # fmt: skip
 
 
@@ -74,7 +74,10 @@ def test_promoted_candidates_are_recorded_and_the_smallest_passing_is_chosen(  #
         assert abs(p["drop"] - (res.baseline_val_accuracy - p["accuracy"])) < 1e-9
         assert p["within_budget"] == (p["drop"] <= 0.03 + 1e-9)
         assert (tmp_path / "promoted" / f"{p['number']:04d}").is_dir()
+    sizes = [p["objective_value"] for p in promo]
+    assert sizes == sorted(sizes)  # smallest first
     passed = [p for p in promo if p["within_budget"]]
+    assert passed in ([], promo[-1:])  # stops at the first that meets the budget
     if passed:
         assert res.chosen_by == "promotion"
         assert res.chosen == min(passed, key=lambda p: p["objective_value"])["number"]

@@ -4,8 +4,9 @@ A trial is fine-tuned briefly on a small training subset, which under-rates very
 candidates (they need the longest fine-tune). So after the search a few Pareto candidates whose
 search-time drop is within ``max_accuracy_drop + promote_slack`` and whose objective is below
 that of the best in-budget trial are rebuilt with ``final_finetune`` on the search-training
-part (never the validation part) and re-scored on the validation part. The smallest that then
-meets the budget is chosen; the test split is still used once, on the chosen one.
+part (never the validation part) and re-scored on the validation part, smallest first; the
+first that then meets the budget is chosen (a larger one could not win, so the rest are not
+built). The test split is still used once, on the chosen one.
 
 Results are kept in the study (user attribute ``promoted:<number>``): a resumed run does not
 fine-tune them again.
@@ -57,12 +58,10 @@ class Promotion:
 def select_for_promotion(
     records: list[dict[str, Any]], base_val: float, *, budget: float, slack: float, k: int
 ) -> list[dict[str, Any]]:
-    """Up to ``k`` Pareto trials worth a full fine-tune, smallest objective first.
+    """The ``k`` smallest Pareto trials worth a full fine-tune, smallest objective first.
 
     The pool is the Pareto trials with a search-time drop within ``budget + slack`` and an
-    objective below the best in-budget trial's (a larger one could not be chosen). From a
-    larger pool ``k`` are taken evenly from the smallest to the largest objective, so that
-    one aggressive and one safe candidate are always among them.
+    objective below the best in-budget trial's (a larger one could not be chosen).
     """
     if k <= 0:
         return []
@@ -78,12 +77,7 @@ def select_for_promotion(
         ),
         key=lambda r: r["objective_value"],
     )
-    if len(pool) <= k:
-        return pool
-    if k == 1:
-        return pool[:1]
-    picks = sorted({round(i * (len(pool) - 1) / (k - 1)) for i in range(k)})
-    return [pool[i] for i in picks]
+    return pool[:k]
 
 
 def promote(
@@ -99,7 +93,8 @@ def promote(
 ) -> list[Promotion]:
     """Give the candidates :func:`select_for_promotion` picks the full fine-tune; score them.
 
-    Nothing is promoted without a ``final_finetune`` (the final model would not get one).
+    Smallest first, stopping after the first that meets the budget. Nothing is promoted
+    without a ``final_finetune`` (the final model would not get one).
     """
     if config.final_finetune is None:
         return []
@@ -120,6 +115,8 @@ def promote(
         key = f"promoted:{rec['number']}"
         if key in study.user_attrs:  # a resumed run: already fine-tuned
             out_list.append(Promotion(**study.user_attrs[key]))
+            if out_list[-1].within_budget:
+                break
             continue
         stages = space.stages(
             rec["params"],
@@ -148,4 +145,6 @@ def promote(
         )
         study.set_user_attr(key, asdict(p))
         out_list.append(p)
+        if p.within_budget:  # the smallest that passes: larger ones cannot be chosen
+            break
     return out_list
