@@ -4,10 +4,12 @@ For each model (``zoo:lenet5``, ``zoo:resnet20`` adapted to 1x28x28 inputs) the 
 float model with ``torchshrink.train`` (preset ``scratch``, few epochs) and records its test
 error, then:
 
-- ``int8``: static per-channel PTQ (``w8a8``, BN folded, min-max calibration) - error simulated
-  and in ONNX Runtime, delta to fp32, ORT-vs-PyTorch top-1 agreement / max abs logit
-  difference, and latency at batch 1 and 64 with one thread: torch eager fp32, ORT fp32 and
-  ORT int8, timed round-robin (``deploy.timing.interleaved_times``; medians, and ratios);
+- ``int8``: static per-channel PTQ (``w8a8``, BN folded, min-max calibration, residual adds
+  quantized too: ``quantize(..., residual_adds=True)``) - error simulated and in ONNX Runtime,
+  delta to fp32, ORT-vs-PyTorch top-1 agreement / max abs logit difference, the ops of ORT's
+  optimised graph, and latency at batch 1 and 64 with one thread: torch eager fp32, ORT fp32,
+  ORT int8 and ORT int8 without the residual-add Q/DQ (``ort_int8_float_adds``, the previous
+  export), timed round-robin (``deploy.timing.interleaved_times``; medians, and ratios);
 - ``w4_ptq`` / ``w4_qat``: 4-bit per-channel weights, PTQ and QAT (LSQ, ``quantize.qat``);
 - ``ternary_qat`` / ``binary_qat``: QAT with the first and last layers kept at 8 bits (per
   channel), which the JSON says under ``kept_8bit``;
@@ -20,6 +22,7 @@ interrupted run keeps what it measured).
 
 Run:  python benchmarks/quant_mnist.py [--models lenet5,resnet20] [--epochs N] [--qat-epochs N]
       [--train-limit N] [--threads 1] [--weights-dir DIR]   (reuse trained float weights)
+      [--int8-only]   (only fp32 + int8 PTQ; the model's other records in the file are kept)
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from torchshrink.deploy.ort_session import OrtSession
 from torchshrink.deploy.timing import interleaved_times
 from torchshrink.measure.accuracy import evaluate
 from torchshrink.quantize.config import QuantConfig
-from torchshrink.quantize.ptq import quantize
+from torchshrink.quantize.ptq import get_output_qparams, quantize
 from torchshrink.quantize.qat import qat
 from torchshrink.train.config import TrainConfig
 from torchshrink.train.loop import train
@@ -109,6 +112,7 @@ def latency(
             "p90_ms": {k: v.p90_ms for k, v in t.items()},
             "int8_speedup_vs_ort_fp32": med["ort_fp32"] / med["ort_int8"],
             "int8_speedup_vs_torch_eager_fp32": med["torch_eager_fp32"] / med["ort_int8"],
+            "speedup_vs_ort_fp32": {k: med["ort_fp32"] / v for k, v in med.items()},
         }
     return out
 
@@ -159,19 +163,26 @@ def run_model(name: str, data: DataBundle, args: argparse.Namespace, tmp: Path) 
     # int8 static per-channel PTQ, simulated and in ONNX Runtime
     t0 = time.perf_counter()
     qcfg = QuantConfig.preset("w8a8", calibration_size=args.calibration)
-    q8 = quantize(model, qcfg, calibration=train_data)
+    q8 = quantize(model, qcfg, calibration=train_data, residual_adds=True)
     x1 = data.example_inputs(1)
+    plain = quantize(model, qcfg, calibration=train_data)  # residual adds left in float
     paths = {
         "ort_fp32": export_onnx(model, tmp / f"{name}_fp32.onnx", example_inputs=x1).path,
         "ort_int8": export_onnx(q8, tmp / f"{name}_int8.onnx", example_inputs=x1).path,
+        "ort_int8_float_adds": export_onnx(
+            plain, tmp / f"{name}_int8_fa.onnx", example_inputs=x1
+        ).path,
     }
     sess = OrtSession(paths["ort_int8"], threads=args.threads)
+    fa_sess = OrtSession(paths["ort_int8_float_adds"], threads=args.threads)
     ort_err = error_of(sess.as_module(), data)
     record(
         "int8_ptq", q8, time.perf_counter() - t0, quant_config=qcfg.model_dump(mode="json"),
         ort_test_error=ort_err, ort_minus_fp32_points=100 * (ort_err - fp32_err),
         ort_vs_torch=ort_agreement(q8, sess, data),
         ort_int8_ops=sess.op_report().ops,
+        ort_int8_float_adds_ops=fa_sess.op_report().ops,
+        residual_add_points=len(get_output_qparams(q8)),
         onnx_bytes={k: p.stat().st_size for k, p in paths.items()},
     )  # fmt: skip
     rec["int8_ptq"]["meets_target"] = (
@@ -181,6 +192,8 @@ def run_model(name: str, data: DataBundle, args: argparse.Namespace, tmp: Path) 
     rec["latency_threads"] = args.threads
     rec["latency"] = latency(model, paths, data, threads=args.threads, rounds=args.rounds)
     print(name, "latency", json.dumps(rec["latency"]), flush=True)
+    if args.int8_only:
+        return rec
 
     qat_cfg = TrainConfig.preset(
         "finetune", epochs=args.qat_epochs, lr=args.qat_lr, seed=args.seed,
@@ -219,6 +232,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--weights-dir", type=Path, default=None)
+    parser.add_argument("--int8-only", action="store_true", help="skip the 4-bit and QAT runs")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
@@ -237,12 +251,16 @@ def main() -> None:
     for name in args.models.split(","):
         rec = run_model(name, copy.copy(data), args, tmp)
         rec["args"], rec["load_average_at_end"] = result["args"], os.getloadavg()
-        result["models"][f"zoo:{name}"] = rec
         # Models may be run by separate invocations (e.g. in parallel, with their own
         # settings): keep the other models' records already in the file.
-        if args.out.exists():
-            old = json.loads(args.out.read_text()).get("models", {})
-            result["models"] = {**old, **result["models"]}
+        old = json.loads(args.out.read_text()).get("models", {}) if args.out.exists() else {}
+        if args.int8_only:
+            # keep this model's 4-bit / QAT records; say which parts came from which run
+            kept = {k: v for k, v in old.get(f"zoo:{name}", {}).items() if k not in rec}
+            rec = {**kept, **rec, "int8_only_rerun": sorted(set(rec) - {"args"})}
+            rec["args_of_kept_records"] = old.get(f"zoo:{name}", {}).get("args")
+        result["models"][f"zoo:{name}"] = rec
+        result["models"] = {**old, **result["models"]}
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({m: {k: v.get("test_error") if isinstance(v, dict) else v
                           for k, v in r.items() if k.endswith(("ptq", "qat")) or k == "fp32"}

@@ -16,7 +16,7 @@ from torchshrink.deploy.onnx_export import export_onnx
 from torchshrink.deploy.ort_session import OrtSession
 from torchshrink.measure.accuracy import evaluate
 from torchshrink.quantize.config import QuantConfig
-from torchshrink.quantize.ptq import quantize
+from torchshrink.quantize.ptq import get_output_qparams, quantize
 
 pytest.importorskip("onnxruntime")
 
@@ -109,6 +109,70 @@ def test_zoo_resnet20_exports_with_residuals(
     # convs that feed a residual Add keep float outputs, so they stay float convs in ORT
     report = sess.op_report()
     assert report.ops.get("QLinearConv", 0) >= 9 and report.int8_compute >= 10
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_resnet20_residual_adds_run_int8_end_to_end(
+    shortcut: str, digits: DataBundle, test_x: torch.Tensor, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    model = create_zoo_model("resnet20", in_channels=1, input_size=8, shortcut=shortcut).eval()
+    cfg = QuantConfig(calibration_size=64)
+    q = quantize(model, cfg, calibration=digits, residual_adds=True)
+    n_conv = 19 if shortcut == "A" else 21  # option B adds two 1x1 projection convs
+    points = get_output_qparams(q)
+    # every conv before an Add, the stem ReLU and each block's ReLU after its Add (9 blocks)
+    assert len(points) == 9 + 1 + 9 + (n_conv - 19)
+    assert "relu" in points and "layer3.2.relu2" in points and "layer1.0.conv2" in points
+    result = export_onnx(q, tmp_path / "r.onnx", example_inputs=test_x[:1])
+    assert len(result.output_qdq) == n_conv  # every conv's output is quantized, fc's is not
+    sess = OrtSession(result.path, threads=1)
+    sim, ort = q(test_x[:128]).detach(), sess.run(test_x[:128])
+    assert float((sim.argmax(1) == ort.argmax(1)).float().mean()) >= 0.99
+    assert float((sim - ort).abs().max()) <= 0.02 * float(sim.abs().max())
+    report = sess.op_report()
+    # no float conv is left: every conv is a QLinearConv, every residual sum a QLinearAdd
+    assert report.ops.get("QLinearConv") == n_conv and report.ops.get("QLinearAdd") == 9
+    assert report.float_compute == 0 and report.int8_compute == n_conv + 9 + 1
+    # one NCHW -> NHWC Transpose in and one out, not a pair around every float conv
+    assert report.ops.get("Transpose", 0) <= 2
+    # the simulation differs from the one without residual quantization (it is not a no-op)
+    plain = quantize(model, cfg, calibration=digits)
+    assert get_output_qparams(plain) == {}
+    assert not torch.equal(plain(test_x[:128]), sim)
+
+
+class _TvBlock(nn.Module):
+    """torchvision-style basic block: one ReLU module called twice, in-place residual add."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.relu(self.conv1(x)))  # (B, C, H, W)
+        out += x
+        return self.relu(out)
+
+
+def test_shared_relu_module_is_quantized_at_every_call(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), _TvBlock(8), _TvBlock(8), nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 4),
+    ).eval()  # fmt: skip
+    x = torch.randn(64, 1, 6, 6)
+    q = quantize(net, QuantConfig(calibration_size=64), calibration=[x], residual_adds=True)
+    assert sorted(get_output_qparams(q)) == ["1", "2.conv2", "2.relu", "3.conv2", "3.relu"]
+    result = export_onnx(q, tmp_path / "tv.onnx", example_inputs=x[:1])
+    sess = OrtSession(result.path, threads=1)
+    sim, ort = q(x).detach(), sess.run(x)
+    assert float((sim - ort).abs().max()) <= 0.02 * float(sim.abs().max())
+    ops = sess.op_report().ops
+    assert (ops.get("QLinearConv"), ops.get("QLinearAdd"), ops.get("Add", 0)) == (5, 2, 0)
+    assert ops.get("Relu", 0) == 0 and sess.op_report().float_compute == 0
 
 
 class _Seq(nn.Module):

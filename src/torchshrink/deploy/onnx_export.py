@@ -19,7 +19,11 @@ graph is rewritten with ``onnx.helper`` using *our* numbers from
   only through MaxPool / Relu / Flatten / Reshape: the pair reuses the next layer's input
   scale, so it changes no value (those ops commute with a monotone quantizer that represents
   0 exactly, and quantizing twice at one scale is quantizing once) but lets ONNX Runtime fuse
-  ``DQ -> Conv -> Q`` into ``QLinearConv`` and ``DQ -> Gemm -> Q`` into ``QGemm``.
+  ``DQ -> Conv -> Q`` into ``QLinearConv`` and ``DQ -> Gemm -> Q`` into ``QGemm``;
+- residual adds: a pair on each module output that ``quantize`` fake-quantizes (conv before
+  the ``Add``, ReLU of the shortcut, ReLU after the ``Add``; ``ptq.get_output_qparams``), also
+  moved (value-preserving) back through that ReLU onto the ``Add`` output and forward through a
+  shortcut's Slice / zero Pad, so that ONNX Runtime forms ``QLinearConv`` and ``QLinearAdd``.
 
 Weights that are not 8-bit (int4, per group) are written as their dequantized float values:
 the graph computes what the simulation computes, in float.
@@ -40,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,12 +55,15 @@ import torch
 from torch import nn
 
 from torchshrink.core.errors import ConfigError, UnsupportedLayerError, require
+from torchshrink.quantize.ptq import OutputQParams, get_output_qparams, strip_output_quant
 from torchshrink.quantize.qmodules import QuantLayer
 
 DEFAULT_OPSET = 17
 # Ops through which a Q/DQ pair moves without changing any value (see the module docstring).
 _PASS_THROUGH = {"MaxPool", "Relu", "Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze"}
 _WEIGHT_OPS = {"Conv", "Gemm", "MatMul"}
+_GRID_OPS = _PASS_THROUGH | {"Slice", "Pad"}  # keep values on their input's int8 grid
+_Pair = tuple[np.ndarray, np.ndarray, str]  # (scale, zero point, name stem) of one Q/DQ pair
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,7 @@ def export_onnx(
     out_names = output_names or ["output"]
     qlayers = {n: m for n, m in model.named_modules() if isinstance(m, QuantLayer)}
     twin = copy.deepcopy(model).eval()
+    strip_output_quant(twin)  # output quantization is written as QDQ below, not traced
     for name, q in qlayers.items():
         _set_submodule(twin, name, copy.deepcopy(q.module))
     path = Path(path)
@@ -136,7 +145,7 @@ def export_onnx(
     if not qlayers:
         return OnnxExport(path, opset)
     proto = onnx.load(str(path))
-    rewriter = _QdqRewriter(proto.graph, qlayers)
+    rewriter = _QdqRewriter(proto.graph, qlayers, get_output_qparams(model))
     rewriter.run()
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
@@ -152,9 +161,13 @@ def export_onnx(
 class _QdqRewriter:
     """Rewrites an exported float graph into QDQ form from our quant layers' numbers."""
 
-    def __init__(self, graph: Any, qlayers: dict[str, QuantLayer]) -> None:
+    def __init__(
+        self, graph: Any, qlayers: dict[str, QuantLayer], outputs: dict[str, OutputQParams]
+    ) -> None:
         self.graph = graph
         self.qlayers = qlayers
+        self.outputs = outputs
+        self.pairs: dict[str, _Pair] = {}  # tensor -> the Q/DQ pair inserted after it
         self.new_inits: list[Any] = []
         self.int8_layers: list[str] = []
         self.weight_only_layers: list[str] = []
@@ -193,6 +206,9 @@ class _QdqRewriter:
 
     def _qdq(self, out: list[Any], tensor: str, q: QuantLayer) -> str:
         scale, zp = self._act_qparams(q)
+        pair = self.pairs.get(tensor)
+        if pair is not None and (float(pair[0]), int(pair[1])) == (float(scale), int(zp)):
+            return tensor  # already the output of a DequantizeLinear with these qparams
         key = (tensor, float(scale), int(zp))
         if key not in self._act_cache:
             s, z = (
@@ -223,18 +239,44 @@ class _QdqRewriter:
             )
         return found
 
-    def _output_targets(self, matched: dict[int, tuple[str, int]]) -> dict[int, QuantLayer]:
-        """Node index -> the static quant layer whose input scale its output may take.
+    def _output_targets(self, matched: dict[int, tuple[str, int]]) -> None:
+        """Fill :attr:`pairs` for every tensor whose quantization changes no value.
 
-        Covers the quantized producer and the pass-through ops after it, except the last
-        pass-through op (its output is the consumer's input, quantized there already).
+        First the module outputs that the simulation fake-quantizes (residual adds). Then a
+        quantized producer and the pass-through ops after it take the input scale of the one
+        static quant layer they reach (except the last pass-through op: its output is the
+        consumer's input, quantized there already).
         """
         consumers: dict[str, list[tuple[int, Any]]] = {}
+        producers: dict[str, Any] = {}
         for i, node in enumerate(self.graph.node):
+            producers.update({t: node for t in node.output})
             for t in node.input:
                 consumers.setdefault(t, []).append((i, node))
         graph_outputs = {o.name for o in self.graph.output}
-        targets: dict[int, QuantLayer] = {}
+        self._module_pairs(matched)
+        for t in list(self.pairs):
+            # back through Relu (and the like) onto the Add output: Q(relu(Q(a))) = Q(relu(a))
+            node = producers.get(t)
+            while node is not None and node.op_type in _PASS_THROUGH and node.input:
+                src = node.input[0]
+                if src in self.pairs or len(consumers.get(src, [])) != 1 or src not in producers:
+                    break
+                self.pairs[src] = self.pairs[t]
+                node = producers[src]
+        for node in self.graph.node:
+            if node.op_type != "Add":
+                continue
+            for t in node.input:
+                # forward through Slice / zero Pad: values already on the grid stay on it
+                src = t
+                while src not in self.pairs and src in producers:
+                    prev = producers[src]
+                    if prev.op_type not in _GRID_OPS or not _zero_pad(prev):
+                        break
+                    src = prev.input[0]
+                if t not in self.pairs and src in self.pairs:
+                    self.pairs[t] = self.pairs[src]
         for i, (name, _) in matched.items():
             if self.qlayers[name].mode != "static":
                 continue
@@ -259,20 +301,51 @@ class _QdqRewriter:
             ):
                 # Every tensor on the way gets the pair, so that each op between the two
                 # layers runs on int8 too; the last one already has the consumer's input pair.
-                targets.update({k: static[0] for k in chain[:-1]})
-                self.output_qdq.append(name)
-        return targets
+                scale, zp = self._act_qparams(static[0])
+                for k in chain[:-1]:
+                    out = self.graph.node[k].output[0]
+                    self.pairs.setdefault(out, (scale, zp, f"{static[0].layer_name}.in"))
+        self.output_qdq = [
+            name for i, (name, _) in sorted(matched.items())
+            if self.graph.node[i].output[0] in self.pairs
+        ]  # fmt: skip
+
+    def _module_pairs(self, matched: dict[int, tuple[str, int]]) -> None:
+        """Pairs on the outputs of the modules that ``quantize`` fake-quantizes."""
+        by_module = {name: [self.graph.node[i].output[0]] for i, (name, _) in matched.items()}
+        for node in self.graph.node:
+            # TorchScript names a module's nodes by scope (/layer1/layer1.0/relu2/Relu); every
+            # call of a module used twice (one ReLU for a whole block) is fake-quantized
+            if node.op_type == "Relu" and node.output:
+                name = _scope_module(node.name)
+                # a second call of one module is scoped relu_1
+                name = name if name in self.outputs else re.sub(r"_\d+$", "", name)
+                by_module.setdefault(name, []).append(node.output[0])
+        for name, qp in self.outputs.items():
+            if name not in by_module:
+                msg = f"output quantization of '{name}' not found in the ONNX graph: left float"
+                warnings.warn(msg, stacklevel=3)
+                continue
+            spec = qp.spec
+            if spec.bits != 8 or spec.granularity != "per_tensor":
+                raise ConfigError(
+                    f"module '{name}': only 8-bit per-tensor outputs export to ONNX QDQ, got "
+                    f"{spec.bits}-bit {spec.granularity}"
+                )
+            dtype = np.int8 if spec.signed else np.uint8
+            scale = np.array(qp.scale, dtype=np.float32)
+            for tensor in by_module[name]:
+                self.pairs[tensor] = (scale, np.array(qp.zero_point, dtype=dtype), f"{name}.out")
 
     def run(self) -> None:
         matched = self._match()
-        targets = self._output_targets(matched)
+        self._output_targets(matched)
         replaced: set[str] = set()
         nodes: list[Any] = []
         for i, node in enumerate(self.graph.node):
             if i not in matched:
                 nodes.append(node)
-                if i in targets:
-                    self._output_pair(nodes, node, targets[i])
+                self._pairs_after(nodes, node)
                 continue
             name, axis = matched[i]
             q = self.qlayers[name]
@@ -289,8 +362,7 @@ class _QdqRewriter:
                     self._float_bias(q) if not q.bias_is_quantized else self._bias(nodes, q)
                 )
             nodes.append(node)
-            if i in targets:
-                self._output_pair(nodes, node, targets[i])
+            self._pairs_after(nodes, node)
         nodes = _drop_dead_identities(nodes, {o.name for o in self.graph.output})
         del self.graph.node[:]
         self.graph.node.extend(nodes)
@@ -370,17 +442,35 @@ class _QdqRewriter:
         bz = self._const(np.zeros(bias.shape, dtype=np.int32), f"{q.layer_name}.bias_zp")
         return self._node(nodes, "DequantizeLinear", [b, bs, bz], q.layer_name, axis=0)
 
-    def _output_pair(self, nodes: list[Any], node: Any, target: QuantLayer) -> None:
+    def _pairs_after(self, nodes: list[Any], node: Any) -> None:
+        """Insert Q/DQ after ``node`` for each of its outputs in :attr:`pairs`."""
         from onnx import helper
 
-        scale, zp = self._act_qparams(target)
-        y = node.output[0]
-        raw = f"{y}__preq"
-        node.output[0] = raw
-        s = self._const(scale, f"{target.layer_name}.in_scale")
-        z = self._const(zp, f"{target.layer_name}.in_zp")
-        qt = self._node(nodes, "QuantizeLinear", [raw, s, z], target.layer_name)
-        nodes.append(helper.make_node("DequantizeLinear", [qt, s, z], [y]))
+        for k, y in enumerate(node.output):
+            if y not in self.pairs:
+                continue
+            scale, zp, stem = self.pairs[y]
+            raw = f"{y}__preq"
+            node.output[k] = raw
+            s, z = self._const(scale, f"{stem}_scale"), self._const(zp, f"{stem}_zp")
+            qt = self._node(nodes, "QuantizeLinear", [raw, s, z], stem)
+            nodes.append(helper.make_node("DequantizeLinear", [qt, s, z], [y]))
+
+
+def _scope_module(node_name: str) -> str:
+    """``/layer1/layer1.0/relu2/Relu`` -> ``layer1.0.relu2`` (TorchScript scope names)."""
+    name = ""
+    for part in node_name.split("/")[1:-1]:
+        name = part if name and part.startswith(f"{name}.") else f"{name}.{part}".lstrip(".")
+    return name
+
+
+def _zero_pad(node: Any) -> bool:
+    """True unless ``node`` is a Pad that may write something other than zeros."""
+    if node.op_type != "Pad":
+        return True
+    mode = next((a.s for a in node.attribute if a.name == "mode"), b"constant")
+    return mode == b"constant" and (len(node.input) < 3 or not node.input[2])
 
 
 def _drop_dead_identities(nodes: list[Any], graph_outputs: set[str]) -> list[Any]:

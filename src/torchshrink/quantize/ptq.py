@@ -7,6 +7,17 @@ each layer's input scale / zero point. Weights are quantized from their own valu
 no matrix-like weight (norms, pools, activations) stay float; any other layer with a weight of
 two or more dimensions (Conv1d, Embedding, attention, RNN, ...) is an error unless ignored.
 
+Residual adds (static mode, ``residual_adds=True``): an int8 runtime can only run
+``conv -> Add -> ReLU`` in integers when the tensors around the ``Add`` are quantized too.
+One dynamic trace
+(:func:`torchshrink.graph.trace`) finds every ``a + b`` whose operands come (through slicing /
+zero padding) from a quantized layer or a ``ReLU`` module and whose result goes to a ``ReLU``
+module; those modules' *outputs* get an observer during calibration and then a forward hook
+(:class:`OutputFakeQuant`) that fake-quantizes them, so the simulation computes what the ONNX
+QDQ graph computes (``deploy.onnx_export`` reads the same numbers via
+:func:`get_output_qparams`). The hooks are not saved in model files (a loaded model computes
+those adds in float), which is why this is not the default yet.
+
 Example:
     >>> import torch
     >>> from torch import nn
@@ -33,14 +44,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import EmptyDataError, UnsupportedLayerError
+from torchshrink.graph import trace
 from torchshrink.quantize.config import QuantConfig
 from torchshrink.quantize.fold import fold_bn
 from torchshrink.quantize.observers import Observer, make_observer
-from torchshrink.quantize.primitives import check_finite
+from torchshrink.quantize.primitives import check_finite, fake_quantize
 from torchshrink.quantize.qmodules import QUANT_LAYERS
 from torchshrink.quantize.spec import QuantSpec
 
 _REPORT_ATTR = "_torchshrink_quant_report"
+_OUTPUTS_ATTR = "_torchshrink_output_qparams"
+# Traced ops: a residual sum, ops that keep values on a quantization grid (slicing, zero padding).
+_ADD_OPS = {"add", "add_", "__add__", "__iadd__", "__radd__"}
+_GRID_OPS = {"__getitem__", "pad", "contiguous"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,39 @@ class LayerQuant:
     granularity: str | None = None
     mode: str | None = None
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class OutputQParams:
+    """Calibrated quantization of one module's *output* (a tensor around a residual add)."""
+
+    name: str
+    scale: float
+    zero_point: int
+    spec: QuantSpec
+
+
+class OutputFakeQuant:
+    """Forward hook that fake-quantizes a module's output with fixed calibrated qparams.
+
+    Example:
+        >>> spec = QuantSpec.preset("uint8")
+        >>> relu = nn.ReLU()
+        >>> _ = relu.register_forward_hook(OutputFakeQuant(OutputQParams("r", 0.5, 0, spec)))
+        >>> relu(torch.tensor([0.7, -1.0])).tolist()
+        [0.5, 0.0]
+    """
+
+    def __init__(self, qparams: OutputQParams) -> None:
+        self.qparams = qparams
+        self._scale = torch.tensor(qparams.scale)
+        self._zp = torch.tensor(qparams.zero_point, dtype=torch.int32)
+
+    def __call__(self, _module: nn.Module, _args: Any, output: Any) -> Any:
+        if not isinstance(output, torch.Tensor):
+            return output
+        qp = self.qparams
+        return fake_quantize(output, self._scale, self._zp, qp.spec, name=f"{qp.name}.output")
 
 
 @dataclass(frozen=True)
@@ -80,6 +129,7 @@ def quantize(
     config: QuantConfig | None = None,
     *,
     calibration: Any = None,
+    residual_adds: bool = False,
 ) -> nn.Module:
     """Return a quantized copy of ``model``; ``model`` itself is not changed.
 
@@ -90,6 +140,10 @@ def quantize(
             (its train split), a dataset of ``(x, y)`` or ``x``, a DataLoader, or an iterable
             of input batches (tensors, ``(x, y)`` tuples or keyword dicts). At most
             ``config.calibration_size`` samples are used.
+        residual_adds: static mode: also quantize the tensors around residual adds (module
+            docstring), so that an int8 runtime runs ``conv -> Add -> ReLU`` in integers.
+            These output quantizers are forward hooks, not saved in model files: a model
+            loaded from a file computes those adds in float again.
 
     Returns:
         A new model in eval mode whose Linear / Conv2d layers are quant layers; its
@@ -128,6 +182,7 @@ def quantize(
 
     selected, records = _select_layers(out, config)
     observers: dict[str, Observer] = {}
+    out_observers: dict[str, Observer] = {}
     n_samples = 0
     if config.mode == "static" and selected:
         assert config.activation is not None  # guaranteed by QuantConfig validation
@@ -135,7 +190,12 @@ def quantize(
             name: make_observer(config.observer, config.activation, name=f"{name}.input")
             for name in selected
         }
-        n_samples = _calibrate(out, observers, calibration, config)
+        points = _residual_points(out, calibration, config, set(selected)) if residual_adds else []
+        out_observers = {
+            name: make_observer(config.observer, config.activation, name=f"{name}.output")
+            for name in points
+        }
+        n_samples = _calibrate(out, observers, calibration, config, outputs=out_observers)
 
     for name in selected:
         module = out.get_submodule(name)
@@ -167,6 +227,7 @@ def quantize(
             reason=note,
         )
 
+    _attach_output_quant(out, out_observers, config)
     report = QuantReport(
         config.scheme, config.mode, folded, n_samples, tuple(records[n] for n in records)
     )
@@ -205,6 +266,78 @@ def fit_group_size(
 def get_quant_report(model: nn.Module) -> QuantReport | None:
     """The :class:`QuantReport` recorded by :func:`quantize`, or ``None``."""
     return getattr(model, _REPORT_ATTR, None)
+
+
+def get_output_qparams(model: nn.Module) -> dict[str, OutputQParams]:
+    """Module name -> calibrated output qparams that :func:`quantize` attached (may be empty).
+
+    Example:
+        >>> get_output_qparams(nn.Linear(2, 2))
+        {}
+    """
+    return dict(getattr(model, _OUTPUTS_ATTR, {}))
+
+
+def strip_output_quant(model: nn.Module) -> None:
+    """Remove every :class:`OutputFakeQuant` hook from ``model`` (in place), e.g. for export."""
+    for module in model.modules():
+        for key, hook in list(module._forward_hooks.items()):
+            if isinstance(hook, OutputFakeQuant):
+                del module._forward_hooks[key]
+
+
+def _residual_points(
+    model: nn.Module, calibration: Any, config: QuantConfig, selected: set[str]
+) -> list[str]:
+    """Modules whose outputs surround a residual add (see the module docstring), in order."""
+    if not any(isinstance(m, nn.ReLU) for m in model.modules()):
+        return []  # no ReLU module to quantize the sum at: skip the trace
+    if calibration is None or isinstance(calibration, Iterator):
+        return []  # a one-shot iterator: taking a batch to trace would lose it for calibration
+    try:
+        example = _trim(next(_batches(calibration, config)), 1)
+        graph = trace(model, example)
+    except Exception:  # a model the tracer cannot run keeps its residual adds in float
+        return []
+
+    def site(value: int) -> str | None:
+        node = graph.nodes[graph.values[value].producer]
+        while node.kind == "function" and node.target in _GRID_OPS and node.inputs:
+            node = graph.nodes[graph.values[node.inputs[0]].producer]
+        if node.kind == "module" and node.target in selected:
+            return node.target
+        if node.kind == "function" and node.target in ("relu", "relu_"):
+            # the function a ReLU module runs: its output is the module's output
+            return node.scope if node.scope_type == "ReLU" else None
+        return None
+
+    points: list[str] = []
+    for node in graph.nodes:
+        if node.kind != "function" or node.target not in _ADD_OPS or len(node.inputs) != 2:
+            continue
+        users = graph.users(node.outputs[0])
+        found = [site(v) for v in node.inputs]
+        if len(users) == 1 and users[0].target in ("relu", "relu_"):
+            found.append(site(users[0].outputs[0]))
+        if len(found) == 3 and all(found):
+            points += [p for p in found if p is not None and p not in points]
+    return points
+
+
+def _attach_output_quant(
+    model: nn.Module, observers: dict[str, Observer], config: QuantConfig
+) -> None:
+    """Fake-quantize the observed module outputs from now on, and record their qparams."""
+    found: dict[str, OutputQParams] = {}
+    for name, obs in observers.items():
+        if obs.num_batches == 0:
+            continue
+        assert config.activation is not None
+        scale, zp = obs.compute()
+        qp = OutputQParams(name, float(scale), int(zp), config.activation)
+        model.get_submodule(name).register_forward_hook(OutputFakeQuant(qp))
+        found[name] = qp
+    object.__setattr__(model, _OUTPUTS_ATTR, found)
 
 
 def _select_layers(model: nn.Module, config: QuantConfig) -> tuple[list[str], dict[str, Any]]:
@@ -250,9 +383,17 @@ def _float(name: str, module: nn.Module, reason: str) -> LayerQuant:
 
 @torch.no_grad()
 def _calibrate(
-    model: nn.Module, observers: dict[str, Observer], calibration: Any, config: QuantConfig
+    model: nn.Module,
+    observers: dict[str, Observer],
+    calibration: Any,
+    config: QuantConfig,
+    *,
+    outputs: dict[str, Observer] | None = None,
 ) -> int:
-    """Run up to ``calibration_size`` samples through ``model``, observing layer inputs."""
+    """Run up to ``calibration_size`` samples through ``model``, observing layer inputs.
+
+    ``outputs`` observers watch their module's output instead of its input.
+    """
     if calibration is None:
         raise EmptyDataError(
             f"scheme '{config.scheme}' quantizes activations statically and needs calibration "
@@ -261,6 +402,10 @@ def _calibrate(
     handles = [
         model.get_submodule(name).register_forward_pre_hook(_observe_hook(obs))
         for name, obs in observers.items()
+    ]
+    handles += [
+        model.get_submodule(name).register_forward_hook(_observe_output_hook(obs))
+        for name, obs in (outputs or {}).items()
     ]
     seen = 0
     try:
@@ -288,6 +433,14 @@ def _observe_hook(observer: Observer) -> Any:
     def hook(_module: nn.Module, args: tuple[Any, ...]) -> None:
         if args and isinstance(args[0], torch.Tensor):
             observer.observe(args[0])
+
+    return hook
+
+
+def _observe_output_hook(observer: Observer) -> Any:
+    def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            observer.observe(output)
 
     return hook
 
