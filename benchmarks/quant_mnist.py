@@ -51,8 +51,9 @@ from torchshrink.deploy.ort_session import OrtSession
 from torchshrink.deploy.timing import interleaved_times
 from torchshrink.measure.accuracy import evaluate
 from torchshrink.quantize.config import QuantConfig
-from torchshrink.quantize.ptq import get_output_qparams, quantize
+from torchshrink.quantize.ptq import quantize
 from torchshrink.quantize.qat import qat
+from torchshrink.quantize.residual import get_output_qparams
 from torchshrink.train.config import TrainConfig
 from torchshrink.train.loop import train
 

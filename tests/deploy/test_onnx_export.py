@@ -16,7 +16,8 @@ from torchshrink.deploy.onnx_export import export_onnx
 from torchshrink.deploy.ort_session import OrtSession
 from torchshrink.measure.accuracy import evaluate
 from torchshrink.quantize.config import QuantConfig
-from torchshrink.quantize.ptq import get_output_qparams, quantize
+from torchshrink.quantize.ptq import quantize
+from torchshrink.quantize.residual import get_output_qparams
 
 pytest.importorskip("onnxruntime")
 

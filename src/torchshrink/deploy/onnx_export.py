@@ -55,8 +55,8 @@ import torch
 from torch import nn
 
 from torchshrink.core.errors import ConfigError, UnsupportedLayerError, require
-from torchshrink.quantize.ptq import OutputQParams, get_output_qparams, strip_output_quant
 from torchshrink.quantize.qmodules import QuantLayer
+from torchshrink.quantize.residual import OutputQParams, get_output_qparams, strip_output_quant
 
 DEFAULT_OPSET = 17
 # Ops through which a Q/DQ pair moves without changing any value (see the module docstring).

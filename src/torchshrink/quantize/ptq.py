@@ -6,17 +6,8 @@ each layer's input scale / zero point. Weights are quantized from their own valu
 ``nn.Linear`` / ``nn.Conv2d`` becomes a :class:`QuantLinear` / :class:`QuantConv2d`; layers with
 no matrix-like weight (norms, pools, activations) stay float; any other layer with a weight of
 two or more dimensions (Conv1d, Embedding, attention, RNN, ...) is an error unless ignored.
-
-Residual adds (static mode, ``residual_adds=True``): an int8 runtime can only run
-``conv -> Add -> ReLU`` in integers when the tensors around the ``Add`` are quantized too.
-One dynamic trace
-(:func:`torchshrink.graph.trace`) finds every ``a + b`` whose operands come (through slicing /
-zero padding) from a quantized layer or a ``ReLU`` module and whose result goes to a ``ReLU``
-module; those modules' *outputs* get an observer during calibration and then a forward hook
-(:class:`OutputFakeQuant`) that fake-quantizes them, so the simulation computes what the ONNX
-QDQ graph computes (``deploy.onnx_export`` reads the same numbers via
-:func:`get_output_qparams`). The hooks are not saved in model files (a loaded model computes
-those adds in float), which is why this is not the default yet.
+With ``residual_adds=True`` the tensors around residual adds are quantized too
+(:mod:`torchshrink.quantize.residual`).
 
 Example:
     >>> import torch
@@ -44,19 +35,18 @@ from torch.utils.data import DataLoader, Dataset
 
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import EmptyDataError, UnsupportedLayerError
-from torchshrink.graph import trace
 from torchshrink.quantize.config import QuantConfig
 from torchshrink.quantize.fold import fold_bn
 from torchshrink.quantize.observers import Observer, make_observer
-from torchshrink.quantize.primitives import check_finite, fake_quantize
+from torchshrink.quantize.primitives import check_finite
 from torchshrink.quantize.qmodules import QUANT_LAYERS
+from torchshrink.quantize.residual import (
+    attach_output_quant,
+    residual_points,
+)
 from torchshrink.quantize.spec import QuantSpec
 
 _REPORT_ATTR = "_torchshrink_quant_report"
-_OUTPUTS_ATTR = "_torchshrink_output_qparams"
-# Traced ops: a residual sum, ops that keep values on a quantization grid (slicing, zero padding).
-_ADD_OPS = {"add", "add_", "__add__", "__iadd__", "__radd__"}
-_GRID_OPS = {"__getitem__", "pad", "contiguous"}
 
 
 @dataclass(frozen=True)
@@ -70,39 +60,6 @@ class LayerQuant:
     granularity: str | None = None
     mode: str | None = None
     reason: str = ""
-
-
-@dataclass(frozen=True)
-class OutputQParams:
-    """Calibrated quantization of one module's *output* (a tensor around a residual add)."""
-
-    name: str
-    scale: float
-    zero_point: int
-    spec: QuantSpec
-
-
-class OutputFakeQuant:
-    """Forward hook that fake-quantizes a module's output with fixed calibrated qparams.
-
-    Example:
-        >>> spec = QuantSpec.preset("uint8")
-        >>> relu = nn.ReLU()
-        >>> _ = relu.register_forward_hook(OutputFakeQuant(OutputQParams("r", 0.5, 0, spec)))
-        >>> relu(torch.tensor([0.7, -1.0])).tolist()
-        [0.5, 0.0]
-    """
-
-    def __init__(self, qparams: OutputQParams) -> None:
-        self.qparams = qparams
-        self._scale = torch.tensor(qparams.scale)
-        self._zp = torch.tensor(qparams.zero_point, dtype=torch.int32)
-
-    def __call__(self, _module: nn.Module, _args: Any, output: Any) -> Any:
-        if not isinstance(output, torch.Tensor):
-            return output
-        qp = self.qparams
-        return fake_quantize(output, self._scale, self._zp, qp.spec, name=f"{qp.name}.output")
 
 
 @dataclass(frozen=True)
@@ -171,26 +128,18 @@ def quantize(
         return quantize_codebook(
             model, config.scheme, ignore=config.ignore, keep_float=floats, fold=config.fold_bn
         )
-    for pname, param in model.named_parameters():
-        check_finite(param.detach(), pname)
-    out = copy.deepcopy(model).eval()
-    folded = 0
-    if config.fold_bn:
-        n_bn = _count_bn(out)
-        fold_bn(out, inplace=True)
-        folded = n_bn - _count_bn(out)
-
-    selected, records = _select_layers(out, config)
+    out, folded, selected, records = prepared_copy(model, config)
     observers: dict[str, Observer] = {}
     out_observers: dict[str, Observer] = {}
     n_samples = 0
     if config.mode == "static" and selected:
         assert config.activation is not None  # guaranteed by QuantConfig validation
-        observers = {
-            name: make_observer(config.observer, config.activation, name=f"{name}.input")
-            for name in selected
-        }
-        points = _residual_points(out, calibration, config, set(selected)) if residual_adds else []
+        observers = input_observers(selected, config)
+        points = (
+            residual_points(out, _example(calibration, config), set(selected))
+            if residual_adds
+            else []
+        )
         out_observers = {
             name: make_observer(config.observer, config.activation, name=f"{name}.output")
             for name in points
@@ -227,7 +176,7 @@ def quantize(
             reason=note,
         )
 
-    _attach_output_quant(out, out_observers, config)
+    attach_output_quant(out, out_observers, config)
     report = QuantReport(
         config.scheme, config.mode, folded, n_samples, tuple(records[n] for n in records)
     )
@@ -263,81 +212,47 @@ def fit_group_size(
     return spec.model_copy(update={"group_size": size}), f"{why}; groups of {size}"
 
 
+def prepared_copy(
+    model: nn.Module, config: QuantConfig
+) -> tuple[nn.Module, int, list[str], dict[str, LayerQuant]]:
+    """The common start of PTQ and QAT: check for NaN / Inf, copy, fold BN, select the layers.
+
+    Returns the copy (eval mode), the number of BN layers folded, the selected layer names and
+    the records of the layers left in float (with their reasons).
+    """
+    for pname, param in model.named_parameters():
+        check_finite(param.detach(), pname)
+    out = copy.deepcopy(model).eval()
+    folded = 0
+    if config.fold_bn:
+        n_bn = _count_bn(out)
+        fold_bn(out, inplace=True)
+        folded = n_bn - _count_bn(out)
+    selected, records = _select_layers(out, config)
+    return out, folded, selected, records
+
+
+def input_observers(selected: list[str], config: QuantConfig) -> dict[str, Observer]:
+    """One activation observer per selected layer input (static mode)."""
+    assert config.activation is not None  # static configs always have one
+    return {
+        n: make_observer(config.observer, config.activation, name=f"{n}.input") for n in selected
+    }
+
+
 def get_quant_report(model: nn.Module) -> QuantReport | None:
     """The :class:`QuantReport` recorded by :func:`quantize`, or ``None``."""
     return getattr(model, _REPORT_ATTR, None)
 
 
-def get_output_qparams(model: nn.Module) -> dict[str, OutputQParams]:
-    """Module name -> calibrated output qparams that :func:`quantize` attached (may be empty).
-
-    Example:
-        >>> get_output_qparams(nn.Linear(2, 2))
-        {}
-    """
-    return dict(getattr(model, _OUTPUTS_ATTR, {}))
-
-
-def strip_output_quant(model: nn.Module) -> None:
-    """Remove every :class:`OutputFakeQuant` hook from ``model`` (in place), e.g. for export."""
-    for module in model.modules():
-        for key, hook in list(module._forward_hooks.items()):
-            if isinstance(hook, OutputFakeQuant):
-                del module._forward_hooks[key]
-
-
-def _residual_points(
-    model: nn.Module, calibration: Any, config: QuantConfig, selected: set[str]
-) -> list[str]:
-    """Modules whose outputs surround a residual add (see the module docstring), in order."""
-    if not any(isinstance(m, nn.ReLU) for m in model.modules()):
-        return []  # no ReLU module to quantize the sum at: skip the trace
+def _example(calibration: Any, config: QuantConfig) -> Any:
+    """One calibration sample to trace with, or ``None`` (a one-shot iterator would lose it)."""
     if calibration is None or isinstance(calibration, Iterator):
-        return []  # a one-shot iterator: taking a batch to trace would lose it for calibration
-    try:
-        example = _trim(next(_batches(calibration, config)), 1)
-        graph = trace(model, example)
-    except Exception:  # a model the tracer cannot run keeps its residual adds in float
-        return []
-
-    def site(value: int) -> str | None:
-        node = graph.nodes[graph.values[value].producer]
-        while node.kind == "function" and node.target in _GRID_OPS and node.inputs:
-            node = graph.nodes[graph.values[node.inputs[0]].producer]
-        if node.kind == "module" and node.target in selected:
-            return node.target
-        if node.kind == "function" and node.target in ("relu", "relu_"):
-            # the function a ReLU module runs: its output is the module's output
-            return node.scope if node.scope_type == "ReLU" else None
         return None
-
-    points: list[str] = []
-    for node in graph.nodes:
-        if node.kind != "function" or node.target not in _ADD_OPS or len(node.inputs) != 2:
-            continue
-        users = graph.users(node.outputs[0])
-        found = [site(v) for v in node.inputs]
-        if len(users) == 1 and users[0].target in ("relu", "relu_"):
-            found.append(site(users[0].outputs[0]))
-        if len(found) == 3 and all(found):
-            points += [p for p in found if p is not None and p not in points]
-    return points
-
-
-def _attach_output_quant(
-    model: nn.Module, observers: dict[str, Observer], config: QuantConfig
-) -> None:
-    """Fake-quantize the observed module outputs from now on, and record their qparams."""
-    found: dict[str, OutputQParams] = {}
-    for name, obs in observers.items():
-        if obs.num_batches == 0:
-            continue
-        assert config.activation is not None
-        scale, zp = obs.compute()
-        qp = OutputQParams(name, float(scale), int(zp), config.activation)
-        model.get_submodule(name).register_forward_hook(OutputFakeQuant(qp))
-        found[name] = qp
-    object.__setattr__(model, _OUTPUTS_ATTR, found)
+    try:
+        return _trim(next(_batches(calibration, config)), 1)
+    except Exception:  # empty or odd data: calibration itself reports it
+        return None
 
 
 def _select_layers(model: nn.Module, config: QuantConfig) -> tuple[list[str], dict[str, Any]]:

@@ -49,7 +49,6 @@ from torch import nn
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import ConfigError
 from torchshrink.quantize.config import QuantConfig
-from torchshrink.quantize.fold import fold_bn
 from torchshrink.quantize.lsq import LSQFakeQuant
 from torchshrink.quantize.nonuniform import binarize, ternarize
 from torchshrink.quantize.observers import make_observer
@@ -67,9 +66,9 @@ from torchshrink.quantize.ptq import (
     LayerQuant,
     QuantReport,
     _calibrate,
-    _count_bn,
-    _select_layers,
     _set_submodule,
+    input_observers,
+    prepared_copy,
 )
 from torchshrink.quantize.qmodules import QUANT_LAYERS, ActMode, QuantLayer
 from torchshrink.quantize.spec import QuantSpec
@@ -304,24 +303,12 @@ def prepare_qat(
         ('ternary', True)
     """
     config = config or QuantConfig()
-    for pname, param in model.named_parameters():
-        check_finite(param.detach(), pname)
     # the same folding, layer selection and calibration as ptq.quantize: the same layers
-    out = copy.deepcopy(model).eval()
-    folded = 0
-    if config.fold_bn:
-        n_bn = _count_bn(out)
-        fold_bn(out, inplace=True)
-        folded = n_bn - _count_bn(out)
-    selected, records = _select_layers(out, config)
+    out, folded, selected, records = prepared_copy(model, config)
     observers = {}
     n_samples = 0
     if config.mode == "static" and selected:
-        assert config.activation is not None  # guaranteed by QuantConfig validation
-        observers = {
-            n: make_observer(config.observer, config.activation, name=f"{n}.input")
-            for n in selected
-        }
+        observers = input_observers(selected, config)
         n_samples = _calibrate(out, observers, calibration, config)
     for name in selected:
         module = out.get_submodule(name)
