@@ -22,6 +22,7 @@ name: kill-me
 model: zoo:lenet300
 model_args: {input_size: 8}
 data: digits
+data_limit: 400
 profile_repeats: 0
 train: {epochs: 2, lr: 0.05, batch_size: 64, show_progress: false}
 stages:
@@ -50,7 +51,7 @@ def _finished_stages(state: Path) -> int:
 @pytest.mark.integration
 def test_killed_compress_resumes_from_last_finished_stage(tmp_path: Path) -> None:
     recipe = tmp_path / "kill-me.yaml"
-    recipe.write_text(RECIPE % 40)  # the second stage takes far longer than the 20 ms poll
+    recipe.write_text(RECIPE % 60)  # the second stage takes far longer than the 20 ms poll
     out = tmp_path / "run"
     state = out / "stages" / "state.json"
     proc = subprocess.Popen(
