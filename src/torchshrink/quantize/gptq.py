@@ -43,7 +43,7 @@ _DIRECT_READERS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.Transfo
 
 @dataclass(frozen=True)
 class GPTQLayer:
-    """One quantized layer: relative output error ``||(W - Q) X||^2 / ||W X||^2`` on the
+    """One quantized layer: relative output error ``||(W - Q) X|| / ||W X||`` on the
     calibration inputs, with GPTQ's codes and with round-to-nearest on the same spec."""
 
     name: str
@@ -261,11 +261,11 @@ def _column_qparams(
 
 
 def _proxy_error(w: torch.Tensor, wq: torch.Tensor, h: torch.Tensor) -> float:
-    # ||(W - Q) X||^2 / ||W X||^2 = tr(dW H dW^T) / tr(W H W^T), from H alone.
+    # ||(W - Q) X|| / ||W X|| with ||A X||^2 = tr(A H A^T) / 2 * n: from H alone.
     d = (w - wq).double()
     num = float(((d @ h.double()) * d).sum())
     den = float(((w.double() @ h.double()) * w.double()).sum())
-    return num / max(den, 1e-30)
+    return (num / max(den, 1e-30)) ** 0.5
 
 
 def _select(model: nn.Module, layers: list[str] | None) -> tuple[list[str], list[tuple[str, str]]]:
