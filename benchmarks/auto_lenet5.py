@@ -5,10 +5,16 @@ Train a dense LeNet-5 baseline once (or reuse ``--weights``), run every built-in
 within the budget of the baseline, and take the smallest file among them. Then run ``auto``
 (objective ``size``: bytes of the saved, Huffman-coded file) with the same budget from the same
 baseline file and record: the chosen model's bytes and test accuracy, the ratio
-``best recipe bytes / auto bytes`` (target: at least 2) and the Pareto front of the search.
+``best recipe bytes / auto bytes`` (target: at least 2), the Pareto front of the search and
+the promoted candidates (their validation drop after the full fine-tune). Trials prune
+gradually (AGP) during a ``--trial-epochs`` fine-tune on 5,000 samples; the ``--promote``
+smallest Pareto candidates within budget + ``--promote-slack`` get ``--final-epochs``.
+Running it again with the same ``--out`` resumes the study (``auto.seconds`` then covers
+only the resumed part).
 
 Run:  python benchmarks/auto_lenet5.py [--baseline-epochs N] [--weights FILE] [--trials N]
-      [--workers K] [--recipes a,b] [--out DIR]
+      [--workers K] [--trial-epochs N] [--final-epochs N] [--promote K]
+      [--promote-slack F] [--recipes a,b] [--out DIR]
 Writes benchmarks/results/auto_lenet5.json (updated after every step, so a partial run counts).
 """
 
