@@ -26,6 +26,7 @@ BOUNDS = {
     "ort_dynamic_int8": 0.97,
     "ort_int8": 0.97,
     "ort_int8_mixed": 0.99,
+    "ort_int8_smooth": 0.99,
 }
 
 
@@ -42,7 +43,8 @@ def test_transformer_every_candidate_within_its_bound_and_failures_reported(
     text_model: tuple[nn.Module, torch.Tensor],
 ) -> None:
     model, x = text_model
-    names = ["bf16", "bf16_autocast", "ort_fp32", "ort_int8", "ort_int8_mixed", "ort_static_int8"]
+    names = ["bf16", "bf16_autocast", "ort_fp32", "ort_int8", "ort_int8_mixed", "ort_int8_smooth",
+             "ort_static_int8"]  # fmt: skip
     fast, rep = accelerate(model, x, fidelity=0.99, candidates=names, threads=1, config=FAST)
     by_name = {c.name: c for c in rep.candidates}
     assert list(by_name) == ["fp32", *names]
@@ -56,6 +58,10 @@ def test_transformer_every_candidate_within_its_bound_and_failures_reported(
         assert c.median_ms > 0 and c.speedup > 0
     assert by_name["ort_int8"].low_precision.get("DynamicQuantizeMatMul", 0) >= 2
     assert "Linear[bf16]" in by_name["bf16"].low_precision
+    # Smoothed: every weight MatMul still int8, the alpha search reported in the note.
+    smooth = by_name["ort_int8_smooth"]
+    assert smooth.low_precision.get("DynamicQuantizeMatMul", 0) >= 2
+    assert smooth.note.startswith("alpha ") and "cosine by alpha: 0.65:" in smooth.note
     chosen = by_name[rep.chosen]
     assert chosen.meets_bound and chosen.fidelity is not None and chosen.fidelity.cosine >= 0.99
     assert rep.chosen_ms == chosen.median_ms
@@ -87,8 +93,9 @@ def test_cnn_on_digits_top1_and_int8_ops(digits_cnn: nn.Module, digits: DataBund
 
 def test_bound_nothing_meets_falls_back_to_fp32() -> None:
     net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    back_to_back = AccelerateConfig(rounds=2, warmup=0, settle_s=0)  # no pause between runs
     _, rep = accelerate(net, torch.randn(4, 16), fidelity=1.0, candidates=["bf16"],
-                        threads=1, config=FAST)  # fmt: skip
+                        threads=1, config=back_to_back)  # fmt: skip
     assert rep.chosen == "fp32"
     assert rep.speedup == pytest.approx(1.0)
 
@@ -109,5 +116,7 @@ def test_bad_arguments_raise() -> None:
         accelerate(net, torch.randn(2, 4), candidates=["tpu_int4"])
     with pytest.raises(ConfigError, match="'fidelity' must be in"):
         accelerate(net, torch.randn(2, 4), fidelity=1.5, candidates=[])
+    with pytest.raises(ValueError, match="settle_s"):
+        AccelerateConfig(settle_s=-0.1)
     with pytest.raises(ConfigError, match="'threads' must be at least 1"):
         accelerate(net, torch.randn(2, 4), threads=0, candidates=[])

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -44,7 +45,7 @@ from torchshrink.deploy.backends import (
     default_candidates,
     primary_output,
 )
-from torchshrink.deploy.timing import interleaved_times
+from torchshrink.deploy.timing import Timing, interleaved_times
 
 
 class AccelerateConfig(BaseModel):
@@ -55,6 +56,10 @@ class AccelerateConfig(BaseModel):
         warmup: untimed rounds first.
         max_seconds: timing budget; at least one round always runs.
         min_top1: also require this top-1 agreement with fp32 (classifier outputs only).
+        settle_s: untimed pause before each timed run. Runtimes keep their threads spinning
+            for a while after a run (OpenMP, ONNX Runtime); on a machine with few cores that
+            steals from whichever candidate runs next, so its position in the round changed
+            its speedup by 20-30% (all-MiniLM-L6-v2, 2 cores). ``0`` times back to back.
 
     Example:
         >>> AccelerateConfig(rounds=3).warmup
@@ -67,6 +72,7 @@ class AccelerateConfig(BaseModel):
     warmup: int = Field(default=1, ge=0)
     max_seconds: float = Field(default=300.0, gt=0)
     min_top1: float | None = Field(default=None, ge=0, le=1)
+    settle_s: float = Field(default=0.1, ge=0)
 
 
 @dataclass(frozen=True)
@@ -257,6 +263,31 @@ def accelerate(
         torch.set_num_threads(previous)
 
 
+def _times(fns: dict[str, Any], cfg: AccelerateConfig) -> dict[str, Timing]:
+    """Interleaved rounds (order reversed every other round), a pause before each run."""
+    if cfg.settle_s == 0:
+        return interleaved_times(
+            fns, rounds=cfg.rounds, warmup=cfg.warmup, max_seconds=cfg.max_seconds
+        )
+    names = list(fns)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    start = time.perf_counter()
+    for r in range(cfg.warmup + cfg.rounds):
+        for n in names if r % 2 == 0 else names[::-1]:
+            time.sleep(cfg.settle_s)
+            one = interleaved_times({n: fns[n]}, rounds=1, warmup=0)[n].samples_ms[0]
+            if r >= cfg.warmup:
+                samples[n].append(one)
+        if r >= cfg.warmup and time.perf_counter() - start > cfg.max_seconds:
+            break
+    out = {}
+    for n, sm in samples.items():
+        arr = np.asarray(sm)
+        out[n] = Timing(float(np.median(arr)), float(np.percentile(arr, 90)), float(arr.min()),
+                        tuple(sm))  # fmt: skip
+    return out
+
+
 def _names(candidates: Sequence[str] | None, calibration: bool) -> list[str]:
     names = (
         list(candidates) if candidates is not None else default_candidates(calibration=calibration)
@@ -307,10 +338,7 @@ def _run(
         build_s[name] = time.perf_counter() - t0
     if "fp32" not in built:
         raise RuntimeError(f"accelerate: the fp32 reference itself failed: {errors.get('fp32')}")
-    times = interleaved_times(
-        {n: functools.partial(b.run, inputs) for n, b in built.items()},
-        rounds=cfg.rounds, warmup=cfg.warmup, max_seconds=cfg.max_seconds,
-    )  # fmt: skip
+    times = _times({n: functools.partial(b.run, inputs) for n, b in built.items()}, cfg)
     ref_ms = times["fp32"].median_ms
     results = []
     for name in names:

@@ -9,7 +9,8 @@ precision or runtime, and says which of its ops run in low precision and which s
   int8 dynamic activation, int8 per-channel weights; when torchao imports), and the slow-to-build
   opt-ins ``compile_fp32``, ``compile_bf16``, ``torchao_int8_compiled`` (inductor);
 * ONNX Runtime (:mod:`torchshrink.deploy.ort_backends`): ``ort_fp32``, ``ort_fused_fp32``,
-  ``ort_dynamic_int8``, ``ort_int8``, ``ort_int8_mixed`` and ``ort_static_int8``.
+  ``ort_dynamic_int8``, ``ort_int8``, ``ort_int8_mixed``, ``ort_int8_smooth`` (smoothed
+  first: :mod:`torchshrink.quantize.smooth`), ``ort_int8_smooth_mixed``, ``ort_static_int8``.
 
 Every backend returns the model's *primary output* (its first tensor: a classifier's logits,
 a transformer's last hidden state, an encoder's pooled embedding) as float32, so that all of
@@ -238,6 +239,8 @@ BACKENDS: dict[str, Callable[[BuildContext], Built]] = {
             "ort_dynamic_int8",
             "ort_int8",
             "ort_int8_mixed",
+            "ort_int8_smooth",
+            "ort_int8_smooth_mixed",
             "ort_static_int8",
         )
     },
