@@ -183,7 +183,10 @@ def run_recipe(
     if finished:
         torchshrink.save(model, model_path)
         if recipe.profile_repeats > 0:
-            paired = _paired_latency(stages_dir / "00-baseline.safetensors", model, data, recipe)
+            # the saved files, as a user loads them: an in-memory model can carry layouts left by
+            # its last stage (e.g. weights rebuilt from cluster indices) that the file does not
+            final = torchshrink.load(model_path) if main else model
+            paired = _paired_latency(stages_dir / "00-baseline.safetensors", final, data, recipe)
         doc = {
             "recipe": recipe_doc,
             "baseline": baseline,
