@@ -266,9 +266,9 @@ def _finish(
         "config": config.model_dump(mode="json"),
     }
     run_json = out / "run.json"
-    tmp = run_json.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, run_json)
+    from torchshrink.pipeline.runner import write_json
+
+    write_json(run_json, doc)
     from torchshrink.report.html import render_report
 
     html = render_report(run_json)

@@ -202,9 +202,7 @@ def run_recipe(
             "machine": _machine(),
         }
         if main:
-            tmp = run_json.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-            os.replace(tmp, run_json)
+            write_json(run_json, doc)
         if report and main:
             from torchshrink.report.html import render_report
 
@@ -318,6 +316,11 @@ def _write_state(
         "checkpoint": str(checkpoint),
     }
     # written atomically after the checkpoint: a kill in between leaves the previous state
+    write_json(path, doc)
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` to ``path`` atomically: a reader (or a kill) never sees half a file."""
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
     os.replace(tmp, path)
