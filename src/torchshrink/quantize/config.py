@@ -79,6 +79,11 @@ class QuantConfig(BaseModel):
         ignore: names or regexes of modules (and everything under them) left in float, also
             when their type cannot be quantized.
         fold_bn: fold BatchNorm into the preceding Conv / Linear before quantizing.
+        strict: a layer with a matrix weight of a type that cannot be quantized (Embedding,
+            Conv1d, MultiheadAttention, ...) and not in ``ignore`` is an
+            :class:`~torchshrink.core.errors.UnsupportedLayerError` (``True``) or stays float
+            with the reason in the report (``False``). Tensors a container module owns itself
+            (a position embedding on the root) always stay float.
 
     Example:
         >>> cfg = QuantConfig(scheme="w8a8", overrides={"fc2": "float"}, ignore=["attn"])
@@ -99,6 +104,7 @@ class QuantConfig(BaseModel):
     overrides: dict[str, QuantSpec | Literal["float"]] = Field(default_factory=dict)
     ignore: tuple[str, ...] = ()
     fold_bn: bool = True
+    strict: bool = True
 
     @model_validator(mode="before")
     @classmethod

@@ -5,7 +5,9 @@ pre-hook on every selected layer that feeds its input to an observer; the observ
 each layer's input scale / zero point. Weights are quantized from their own values. Every
 ``nn.Linear`` / ``nn.Conv2d`` becomes a :class:`QuantLinear` / :class:`QuantConv2d`; layers with
 no matrix-like weight (norms, pools, activations) stay float; any other layer with a weight of
-two or more dimensions (Conv1d, Embedding, attention, RNN, ...) is an error unless ignored.
+two or more dimensions (Conv1d, Embedding, attention, RNN, ...) is an error unless ignored
+(or stays float with ``QuantConfig(strict=False)``). Tensors that a container module owns
+itself (a model's ``pos_embed``) stay float.
 With ``residual_adds=True`` the tensors around residual adds are quantized too
 (:mod:`torchshrink.quantize.residual`).
 
@@ -109,7 +111,9 @@ def quantize(
     Raises:
         ConfigError: a parameter holds NaN / Inf (named), or a spec does not fit a layer.
         EmptyDataError: static mode and the calibration data is missing or has no samples.
-        UnsupportedLayerError: layers that cannot be quantized and are not in ``ignore``.
+        UnsupportedLayerError: ``config.strict`` and layers of a type that cannot be
+            quantized are not in ``ignore``. Parameters that a container module owns itself
+            (``pos_embed`` on a model's root) are never an error: they stay float.
 
     Example:
         >>> from torchshrink.core.zoo import create_zoo_model
@@ -272,9 +276,19 @@ def _select_layers(model: nn.Module, config: QuantConfig) -> tuple[list[str], di
             else:
                 selected.append(name)
             return
-        if _has_matrix_weight(module):
-            unsupported.append(f"{name or '<root>'} ({type(module).__name__})")
+        if _has_matrix_weight(module) and _is_layer(module):
+            if config.strict:
+                unsupported.append(f"{name or '<root>'} ({type(module).__name__})")
+            else:
+                records[name] = _float(name, module, "unsupported layer type")
             return
+        for pname, param in module.named_parameters(recurse=False):
+            # a container's own tensor (a position embedding, a class token) is no layer
+            if param.dim() >= 2:
+                full = f"{name}.{pname}" if name else pname
+                records[full] = LayerQuant(
+                    full, type(module).__name__, "float", reason="parameter of a container"
+                )
         for child_name, child in module.named_children():
             visit(child, f"{name}.{child_name}" if name else child_name)
 
@@ -283,13 +297,24 @@ def _select_layers(model: nn.Module, config: QuantConfig) -> tuple[list[str], di
         raise UnsupportedLayerError(
             f"cannot quantize {len(unsupported)} layer(s) of unsupported type: "
             f"{', '.join(unsupported)}; supported: Linear, Conv2d. Add them to "
-            "QuantConfig.ignore to keep them in float"
+            "QuantConfig.ignore (or set strict=False) to keep them in float"
         )
     return selected, records
 
 
 def _has_matrix_weight(module: nn.Module) -> bool:
     return any(p.dim() >= 2 for p in module.parameters(recurse=False))
+
+
+def _is_layer(module: nn.Module) -> bool:
+    """A layer (whose weights a kernel uses), not a container that also owns a tensor.
+
+    Leaves are layers; so are torch.nn built-ins with children (``MultiheadAttention`` owns
+    ``in_proj_weight`` beside its ``out_proj``). A user's module with children that owns a
+    parameter (``pos_embed`` on a model's root) is a container.
+    """
+    is_leaf = next(module.children(), None) is None
+    return is_leaf or type(module).__module__.startswith("torch.nn.")
 
 
 def _float(name: str, module: nn.Module, reason: str) -> LayerQuant:
