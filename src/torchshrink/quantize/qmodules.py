@@ -90,6 +90,10 @@ class QuantLayer(nn.Module):
         # (so an int8 file is about a quarter of the float one) and rebuild it on load.
         self.register_state_dict_post_hook(_drop_float_weight)
         self.register_load_state_dict_pre_hook(_restore_float_weight)
+        if mode != "weight_only":
+            # A fused path that reads `.weight` (nn.TransformerEncoderLayer's) would skip the
+            # input quantizer; PyTorch takes no fused path through a module with hooks.
+            self.register_forward_pre_hook(_no_fused_path)
         if module is None:
             # Rebuilt from a model file: the float child, codes and scales are loaded afterwards.
             for buf in ("weight_q", "weight_scale", "weight_zero_point"):
@@ -134,6 +138,31 @@ class QuantLayer(nn.Module):
         return dequantize(
             self.weight_q, self.weight_scale, self.weight_zero_point, self.weight_spec
         )
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized float weight (read-only), for code that reads ``layer.weight``.
+
+        PyTorch's fused ``nn.TransformerEncoderLayer`` inference path, for one, reads
+        ``linear1.weight`` directly instead of calling the layer. The tensor is recomputed from
+        the codes on every access and carries no gradient.
+
+        Example:
+            >>> q = QuantLinear(nn.Linear(4, 3), QuantSpec.preset("int8c"))
+            >>> torch.equal(q.weight, q.dequantized_weight()), q.weight.shape
+            (True, torch.Size([3, 4]))
+        """
+        return self.dequantized_weight().detach()
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        """The bias the kernel adds (read-only; int32-rounded in static mode), or ``None``.
+
+        Example:
+            >>> QuantLinear(nn.Linear(4, 3, bias=False), QuantSpec.preset("int8c")).bias is None
+            True
+        """
+        return self.effective_bias()
 
     @property
     def bias_is_quantized(self) -> bool:
@@ -210,6 +239,11 @@ QUANT_LAYERS: dict[type[nn.Module], type[QuantLayer]] = {
     nn.Linear: QuantLinear,
     nn.Conv2d: QuantConv2d,
 }
+
+
+def _no_fused_path(_module: nn.Module, _args: Any) -> None:
+    """A forward pre-hook that does nothing: its presence keeps fused paths away."""
+    return None
 
 
 # Codes are packed / unpacked this many at a time: a multiple of 8 codes is a whole number of
