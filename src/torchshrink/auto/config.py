@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from torchshrink.distill.distiller import DistillConfig
 from torchshrink.train.config import TrainConfig
 
 Objective = Literal["size", "latency", "energy"]
@@ -69,6 +70,9 @@ class AutoConfig(BaseModel):
         promote_slack: a Pareto candidate may be promoted when its search-time drop is at
             most ``max_accuracy_drop + promote_slack`` (short fine-tunes under-rate sparse
             candidates).
+        distill: distil from the dense baseline (soft targets, ``alpha`` / ``temperature`` of
+            :class:`DistillConfig`) during every pruning and centroid fine-tune of the trials,
+            the promoted candidates and the final model. ``None`` trains on the labels only.
         promote_train_size: training samples of a promoted candidate's fine-tune (``None``:
             every training sample that is not held out).
         latency_repeats: timed forward passes per latency measurement (median used).
@@ -109,6 +113,7 @@ class AutoConfig(BaseModel):
     promote: int = Field(default=3, ge=0)
     promote_slack: float = Field(default=0.02, ge=0, lt=1)
     promote_train_size: int | None = Field(default=None, ge=1)
+    distill: DistillConfig | None = None
     latency_repeats: int = Field(default=30, ge=1)
     threads: int | None = Field(default=1, ge=1)
     stale_after: float = Field(default=600.0, gt=0)

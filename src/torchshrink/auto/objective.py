@@ -4,12 +4,18 @@ The candidate is built by the recipe stages of :meth:`SearchSpace.stages` throug
 stage functions ``compress`` runs, on a search bundle whose "test" split is a validation
 subset of the training split: the real test split is never seen during the search.
 
+With a ``distill`` setting the candidate's fine-tunes (the pruning fine-tune and the
+centroid fine-tune) also learn the dense baseline's soft targets (:func:`build_candidate`).
+
 Example:
     >>> import torchshrink
     >>> data = torchshrink.load_data("digits")
     >>> s = search_data(data, val_size=300, train_size=None, seed=0)
     >>> len(s.test), len(s.train) + len(s.test) == len(data.train)
     (300, True)
+    >>> val, rest = holdout_split(len(data.train), val_size=300, seed=0)
+    >>> sorted(val) == sorted(s.test.indices)
+    True
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import Subset
 
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import DataError
+from torchshrink.distill.distiller import DistillConfig
 
 
 @dataclass(frozen=True)
@@ -52,10 +60,28 @@ class CandidateResult:
     seconds: float
 
 
+def holdout_split(n: int, *, val_size: int, seed: int) -> tuple[list[int], list[int]]:
+    """The training-split indices ``auto`` holds out for validation, and the rest.
+
+    Deterministic in ``(n, val_size, seed)``: the same ``seed`` as :class:`AutoConfig`'s gives
+    the validation part of that search, e.g. to train its baseline without it.
+
+    Example:
+        >>> val, rest = holdout_split(10, val_size=3, seed=0)
+        >>> len(val), len(rest), sorted(val + rest) == list(range(10))
+        (3, 7, True)
+    """
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return perm[:val_size], perm[val_size:]
+
+
 def search_data(
     data: DataBundle, *, val_size: int, train_size: int | None, seed: int
 ) -> DataBundle:
     """A bundle for the search: ``train`` and ``test`` are disjoint parts of ``data.train``.
+
+    The validation part is :func:`holdout_split`'s, so a caller can train a baseline on the
+    other samples only (a baseline that saw the validation part would inflate its score).
 
     Raises:
         DataError: the training split is too small to hold out ``val_size`` samples.
@@ -66,8 +92,7 @@ def search_data(
             f"auto: val_size={val_size} leaves no training samples (the training split of "
             f"'{data.name}' has {n}); lower --val-size"
         )
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    val_idx, train_idx = perm[:val_size], perm[val_size:]
+    val_idx, train_idx = holdout_split(n, val_size=val_size, seed=seed)
     if train_size is not None:
         train_idx = train_idx[:train_size]
     return replace(
@@ -79,6 +104,82 @@ def search_data(
     )
 
 
+def build_candidate(
+    baseline_path: Path,
+    stages: list[dict[str, Any]],
+    data: DataBundle,
+    *,
+    work_dir: Path,
+    distill: DistillConfig | None = None,
+) -> tuple[nn.Module, Path | None, list[dict[str, Any]]]:
+    """Run ``stages`` on the baseline model file; return the model, its coded file and details.
+
+    Every stage runs through the recipe stage functions ``compress`` uses, except that with
+    ``distill`` the pruning fine-tune and the centroid fine-tune also get the soft-target loss
+    of the dense baseline (the teacher) and their hard-label cross-entropy is weighted
+    ``1 - alpha`` (the mix :func:`torchshrink.distill.distill` uses).
+
+    Example:
+        See :func:`evaluate_candidate`.
+    """
+    import torchshrink
+    from torchshrink.pipeline.recipe import recipe_from_dict
+    from torchshrink.pipeline.stages import StageContext, run_stage
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    recipe = recipe_from_dict({"model": str(baseline_path), "data": data.name, "stages": stages})
+    ctx = StageContext(recipe=recipe, data=data, out_dir=work_dir, baseline_path=baseline_path)
+    model = torchshrink.load(baseline_path)
+    teacher = torchshrink.load(baseline_path).eval() if distill is not None else None
+    file_path: Path | None = None
+    details_list = []
+    for stage in recipe.stages:
+        if teacher is not None and stage.kind in ("prune", "cluster"):
+            assert distill is not None  # teacher implies it
+            model, details = _distilled_stage(stage, model, ctx, teacher, distill)
+        else:
+            model, details = run_stage(stage, model, ctx)
+        details_list.append({"kind": stage.kind, **details})
+        if "file_path" in details:
+            file_path = Path(details["file_path"])
+    return model, file_path, details_list
+
+
+def _distilled_stage(
+    stage: Any, model: nn.Module, ctx: Any, teacher: nn.Module, distill: DistillConfig
+) -> tuple[nn.Module, dict[str, Any]]:
+    # The prune / cluster stage functions, with the teacher's loss terms in their fine-tunes.
+    from torchshrink.cluster.finetune import finetune_centroids
+    from torchshrink.cluster.kmeans_share import cluster_weights
+    from torchshrink.distill.distiller import distill_loss_terms
+    from torchshrink.prune.pruner import prune
+
+    terms = distill_loss_terms(model, teacher, distill)
+
+    def mixed(train_cfg: Any) -> Any:  # hard labels weighted 1 - alpha, as distill() does
+        return train_cfg.model_copy(update={"ce_weight": (1 - distill.alpha) * train_cfg.ce_weight})
+
+    details: dict[str, Any] = {}
+    if stage.kind == "prune":
+        cfg = stage.config
+        if cfg.finetune is not None:
+            cfg = cfg.model_copy(update={"finetune": mixed(cfg.finetune)})
+        x = ctx.example_inputs()  # (8, *input_shape)
+        result = prune(model, cfg, example_inputs=x, data=ctx.data, loss_terms=terms)
+        details.update(sparsity=float(result.sparsity), distilled=cfg.finetune is not None)
+    else:
+        report = cluster_weights(model, stage.bits, ignore=stage.ignore)
+        details["distilled"] = stage.finetune is not None
+        if stage.finetune is not None:
+            res = finetune_centroids(
+                model, ctx.data, mixed(stage.finetune), assignments=report, loss_terms=terms
+            )
+            details["finetune_accuracy"] = res.train.final_accuracy
+    for term in terms:
+        getattr(term, "close", lambda: None)()
+    return model, details
+
+
 def evaluate_candidate(
     baseline_path: Path,
     stages: list[dict[str, Any]],
@@ -87,6 +188,7 @@ def evaluate_candidate(
     objective: str,
     work_dir: Path,
     latency_repeats: int = 30,
+    distill: DistillConfig | None = None,
 ) -> CandidateResult:
     """Build the candidate from the baseline model file with ``stages`` and measure it.
 
@@ -97,6 +199,7 @@ def evaluate_candidate(
         objective: ``"size"``, ``"latency"`` or ``"energy"``.
         work_dir: a folder for this candidate's files (the coded model file).
         latency_repeats: timed forward passes (median reported).
+        distill: distil from the baseline during the fine-tunes (see :func:`build_candidate`).
 
     Example:
         See :func:`torchshrink.auto.run_auto`.
@@ -105,19 +208,11 @@ def evaluate_candidate(
     from torchshrink.measure.accuracy import evaluate
     from torchshrink.measure.latency import measure_latency
     from torchshrink.measure.profile import profile
-    from torchshrink.pipeline.recipe import recipe_from_dict
-    from torchshrink.pipeline.stages import StageContext, run_stage
 
     t0 = time.perf_counter()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    recipe = recipe_from_dict({"model": str(baseline_path), "data": data.name, "stages": stages})
-    ctx = StageContext(recipe=recipe, data=data, out_dir=work_dir, baseline_path=baseline_path)
-    model = torchshrink.load(baseline_path)
-    file_path: Path | None = None
-    for stage in recipe.stages:
-        model, details = run_stage(stage, model, ctx)
-        if "file_path" in details:
-            file_path = Path(details["file_path"])
+    model, file_path, _ = build_candidate(
+        baseline_path, stages, data, work_dir=work_dir, distill=distill
+    )
     if file_path is None:
         file_path = torchshrink.save(model, work_dir / "model.safetensors")
     acc = evaluate(model, data.loader("test", batch_size=256)).accuracy

@@ -131,6 +131,7 @@ def promote(
             objective=config.objective,
             work_dir=out / "promoted" / f"{rec['number']:04d}",
             latency_repeats=config.latency_repeats,
+            distill=config.distill,
         )
         drop = base_val - res.accuracy
         p = Promotion(

@@ -149,7 +149,7 @@ def run_auto(config: AutoConfig, out_dir: str | Path, *, show_progress: bool = F
                 space = build_space(model, sdata, config)
                 study.set_user_attr("space", space.to_dict())
                 study.set_user_attr("baseline_val_accuracy", base_val)
-                _seed_trials(study, space, limit=config.trials)
+                _seed_trials(study, space, limit=config.trials, weights=_weights(model))
             space = SearchSpace.from_dict(study.user_attrs["space"])
             base_val = float(study.user_attrs["baseline_val_accuracy"])
             recover_stale(study, all_running=config.storage is None, stale_after=config.stale_after)
@@ -180,17 +180,36 @@ def _zoo_defaults(model_ref: str, data: Any) -> dict[str, Any]:
     return out
 
 
-def _seed_trials(study: Any, space: SearchSpace, *, limit: int) -> None:
-    # Sensitivity-guided starting points, from every layer at its bound with 3- or 4-bit
-    # codebooks (where the smallest files are) to about half of it with 6 bits.
+def _weights(model: Any) -> dict[str, int]:
+    # weights per module name (what a layer's pruning ratio and codebook act on)
+    return {n: m.weight.numel() for n, m in model.named_modules() if hasattr(m, "weight")}
+
+
+def _seed_trials(
+    study: Any, space: SearchSpace, *, limit: int, weights: dict[str, int] | None = None
+) -> None:
+    # Sensitivity-guided starting points. Uniform ones (every layer at a fraction of its
+    # bound) and, as Deep Compression found for LeNet-5 (first conv 66% kept, big FC 8%),
+    # weight-share ones: layers holding >= 5% of the weights one grid step below their bound
+    # (the bound itself wrecks accuracy at a short fine-tune), small layers at half of it
+    # (they cost few bytes, and the first / last layers are the most sensitive).
     # At most ``limit`` of them: an enqueued trial left over would wait in the study forever.
-    for frac, bits in ((1.0, 4), (0.5, 6), (1.0, 3), (0.8, 5))[:limit]:
+    weights = weights or {}
+    total = sum(weights.values()) or 1
+    seeds = (("share", 4), ("uniform", 0.5, 6), ("share", 5), ("uniform", 0.8, 5))
+    for seed in seeds[:limit]:
         params: dict[str, Any] = {}
         for layer, choices in space.ratios.items():
-            target = frac * max(choices)
-            params[f"prune:{layer}"] = min(choices, key=lambda r: abs(r - target))
+            grid = sorted(choices)
+            if seed[0] == "uniform":
+                target = seed[1] * grid[-1]
+            elif weights.get(layer.partition(":")[0], 0) >= 0.05 * total:
+                target = grid[max(len(grid) - 2, 0)]
+            else:
+                target = 0.5 * grid[-1]
+            params[f"prune:{layer}"] = min(grid, key=lambda r: abs(r - target))
         for layer, choices in space.bits.items():
-            params[f"bits:{layer}"] = min(choices, key=lambda b: abs(b - bits))
+            params[f"bits:{layer}"] = min(choices, key=lambda b: abs(b - seed[-1]))
         study.enqueue_trial(params, user_attrs={"seeded": True})
 
 
@@ -237,13 +256,15 @@ def _finish(
         },
         source="auto",
     )
-    if chosen is not None:
+    model_path: Path | None = None
+    if chosen is not None and config.distill is not None:
+        doc, model_path = _distilled_final(recipe, baseline_path, data, config, out)
+    elif chosen is not None:
         rec = run_recipe(recipe, out, show_progress=show_progress, report=False)
         doc = json.loads(rec.run_json.read_text(encoding="utf-8"))
-        model_path: Path | None = rec.model_path
+        model_path = rec.model_path
     else:
         doc = _baseline_only(recipe, baseline_path, data, config)
-        model_path = None
     c = counts(study)
     doc["search"] = {
         "objective": config.objective,
@@ -253,6 +274,7 @@ def _finish(
         "trials": records,
         "chosen": chosen["number"] if chosen else None,
         "chosen_by": "promotion" if passed else ("search" if chosen else None),
+        "distill": config.distill.model_dump(mode="json") if config.distill else None,
         "promotion": {
             "slack": config.promote_slack,
             "max_candidates": config.promote,
@@ -307,18 +329,54 @@ def _search_only(out: Path, study: Any, base_val: float) -> AutoResult:
     )
 
 
+def _distilled_final(
+    recipe: Any, baseline_path: Path, data: Any, config: AutoConfig, out: Path
+) -> tuple[dict[str, Any], Path]:
+    # The compress runner's prune / cluster stages take no loss terms, so a distilled final
+    # model is built by the search's own builder (teacher: the baseline), on the whole training
+    # split, and measured on the test split as the runner measures (profile of the coded file).
+    import time
+
+    import torchshrink
+    from torchshrink.auto.objective import build_candidate
+    from torchshrink.pipeline.runner import _machine, _versions
+
+    t0 = time.perf_counter()
+    torch.manual_seed(config.seed)
+    stages = [s.model_dump(mode="json", by_alias=True) for s in recipe.stages]
+    model, file_path, details = build_candidate(
+        baseline_path, stages, data, work_dir=out, distill=config.distill
+    )
+    model_path = torchshrink.save(model, out / "model.safetensors")
+    doc = {
+        "recipe": recipe.model_dump(mode="json", by_alias=True),
+        "baseline": _profile(torchshrink.load(baseline_path), baseline_path, data, config),
+        "stages": [],
+        "built_with_distillation": {"stages": details, "seconds": time.perf_counter() - t0},
+        "final": _profile(model, file_path or model_path, data, config),
+        "model_path": str(model_path),
+        "versions": _versions(),
+        "machine": _machine(),
+    }
+    return doc, model_path
+
+
+def _profile(model: Any, file_path: Path, data: Any, config: AutoConfig) -> dict[str, Any]:
+    from torchshrink.measure.profile import profile
+
+    x = data.example_inputs(1)  # (1, *input_shape)
+    prof = profile(model, x, data=data, repeats=config.latency_repeats, file_path=file_path)
+    doc = prof.to_dict()
+    doc.pop("latency_samples_ms", None)
+    return doc
+
+
 def _baseline_only(recipe: Any, baseline_path: Path, data: Any, config: AutoConfig) -> dict:
     # No candidate to build: the record holds the baseline (measured on the test split) only.
     import torchshrink
-    from torchshrink.measure.profile import profile
     from torchshrink.pipeline.runner import _machine, _versions
 
-    model = torchshrink.load(baseline_path)
-    x = data.example_inputs(1)  # (1, *input_shape)
-    prof = profile(
-        model, x, data=data, repeats=config.latency_repeats, file_path=baseline_path
-    ).to_dict()
-    prof.pop("latency_samples_ms", None)
+    prof = _profile(torchshrink.load(baseline_path), baseline_path, data, config)
     return {
         "recipe": recipe.model_dump(mode="json", by_alias=True),
         "baseline": prof,

@@ -169,6 +169,7 @@ def work(spec: WorkerSpec) -> int:
                 objective=config.objective,
                 work_dir=out / "trials" / f"{trial.number:04d}",
                 latency_repeats=config.latency_repeats,
+                distill=config.distill,
             )
         except Exception as exc:  # a candidate that cannot be built is a failed trial
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
