@@ -28,6 +28,7 @@ from typing import Any
 from torch import nn
 
 from torchshrink.core.errors import ConfigError, ModelFileError
+from torchshrink.core.modulestate_extra import EXTRAS_KEY, record_extras, restore_extras
 
 # Attributes of Hugging Face attention modules that head pruning changes; recorded on any
 # module type that has them, so no transformers import is needed here.
@@ -175,6 +176,9 @@ def record_modules(model: nn.Module) -> dict[str, dict[str, Any]]:
             if isinstance(value, int) and not isinstance(value, bool):
                 attrs[a] = value
         out[name] = {"type": qualified_name(type(module)), "attrs": attrs}
+        extras = record_extras(module)  # hook-held state, e.g. residual output quantizers
+        if extras:
+            out[name][EXTRAS_KEY] = extras
     return out
 
 
@@ -183,7 +187,8 @@ def apply_modules(model: nn.Module, records: Mapping[str, Mapping[str, Any]]) ->
 
     Modules of the recorded type get the recorded attributes; modules of another type (or
     missing) are constructed from the allow-list; modules that the record does not list are
-    removed, so that the state_dict keys match.
+    removed, so that the state_dict keys match. Per-module extras
+    (:mod:`.modulestate_extra`) are restored last.
 
     Raises:
         ModelFileError: a recorded type may not be constructed, or the root type differs.
@@ -213,6 +218,7 @@ def apply_modules(model: nn.Module, records: Mapping[str, Mapping[str, Any]]) ->
             parent = _get(model, parent_name)
             if parent is not None:
                 parent._modules.pop(child, None)
+    restore_extras(model, records, where="model file")
 
 
 def _restore(module: nn.Module, attrs: Mapping[str, Any]) -> None:

@@ -101,8 +101,8 @@ def quantize(
             ``config.calibration_size`` samples are used.
         residual_adds: static mode: also quantize the tensors around residual adds (module
             docstring), so that an int8 runtime runs ``conv -> Add -> ReLU`` in integers.
-            These output quantizers are forward hooks, not saved in model files: a model
-            loaded from a file computes those adds in float again.
+            These output quantizers are forward hooks; model files keep them (a loaded
+            model computes the same int8 adds and exports to the same ONNX graph).
 
     Returns:
         A new model in eval mode whose Linear / Conv2d layers are quant layers; its

@@ -8,8 +8,9 @@ zero padding) from a quantized layer or a ``ReLU`` module and whose result goes 
 module; those modules' *outputs* get an observer during calibration and then a forward hook
 (:class:`OutputFakeQuant`) that fake-quantizes them, so the simulation computes what the ONNX
 QDQ graph computes (``deploy.onnx_export`` reads the same numbers via
-:func:`get_output_qparams`). The hooks are not saved in model files (a loaded model computes
-those adds in float), which is why this is not the default yet.
+:func:`get_output_qparams`). Model files keep each hook's qparams as the module extra
+``output_quant`` (:mod:`torchshrink.core.modulestate_extra`), and loading puts the hooks back,
+so a loaded model computes the same int8 adds and exports to the same QLinearAdd graph.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchshrink.core.errors import ModelFileError
+from torchshrink.core.modulestate_extra import register_module_extra
 from torchshrink.graph import trace
 from torchshrink.quantize.config import QuantConfig
 from torchshrink.quantize.observers import Observer
 from torchshrink.quantize.primitives import fake_quantize
 from torchshrink.quantize.spec import QuantSpec
 
-_OUTPUTS_ATTR = "_torchshrink_output_qparams"
+_EXTRA_KEY = "output_quant"  # the module extra in model files
 # Traced ops: a residual sum, ops that keep values on a quantization grid (slicing, zero padding).
 _ADD_OPS = {"add", "add_", "__add__", "__iadd__", "__radd__"}
 _GRID_OPS = {"__getitem__", "pad", "contiguous"}
@@ -68,11 +71,19 @@ class OutputFakeQuant:
 def get_output_qparams(model: nn.Module) -> dict[str, OutputQParams]:
     """Module name -> calibrated output qparams that :func:`quantize` attached (may be empty).
 
+    The hooks are the record: a copy, a loaded model file or a model holding the quantized
+    one as a submodule (names then relative to ``model``) all report what they run.
+
     Example:
         >>> get_output_qparams(nn.Linear(2, 2))
         {}
     """
-    return dict(getattr(model, _OUTPUTS_ATTR, {}))
+    return {
+        name: hook.qparams
+        for name, module in model.named_modules()
+        for hook in module._forward_hooks.values()
+        if isinstance(hook, OutputFakeQuant)
+    }
 
 
 def strip_output_quant(model: nn.Module) -> None:
@@ -123,7 +134,6 @@ def attach_output_quant(
     model: nn.Module, observers: dict[str, Observer], config: QuantConfig
 ) -> None:
     """Fake-quantize the observed module outputs from now on, and record their qparams."""
-    found: dict[str, OutputQParams] = {}
     for name, obs in observers.items():
         if obs.num_batches == 0:
             continue
@@ -131,5 +141,35 @@ def attach_output_quant(
         scale, zp = obs.compute()
         qp = OutputQParams(name, float(scale), int(zp), config.activation)
         model.get_submodule(name).register_forward_hook(OutputFakeQuant(qp))
-        found[name] = qp
-    object.__setattr__(model, _OUTPUTS_ATTR, found)
+
+
+def _record(module: nn.Module) -> dict[str, Any] | None:
+    """The ``output_quant`` extra of ``module`` in a model file, or ``None``."""
+    hooks = [h for h in module._forward_hooks.values() if isinstance(h, OutputFakeQuant)]
+    if not hooks:
+        return None
+    qp = hooks[-1].qparams
+    spec = qp.spec.model_dump(mode="json")
+    return {"name": qp.name, "scale": qp.scale, "zero_point": qp.zero_point, "spec": spec}
+
+
+def _restore(module: nn.Module, value: Any) -> None:
+    """Put the recorded output quantizer back on a loaded ``module``."""
+    try:
+        qp = OutputQParams(
+            str(value["name"]),
+            float(value["scale"]),
+            int(value["zero_point"]),
+            QuantSpec.model_validate(value["spec"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"malformed '{_EXTRA_KEY}' record {value!r}: {exc}") from None
+    if not qp.scale > 0:
+        raise ModelFileError(f"'{_EXTRA_KEY}' of '{qp.name}': scale must be > 0, got {qp.scale}")
+    for key, hook in list(module._forward_hooks.items()):
+        if isinstance(hook, OutputFakeQuant):
+            del module._forward_hooks[key]
+    module.register_forward_hook(OutputFakeQuant(qp))
+
+
+register_module_extra(_EXTRA_KEY, record=_record, restore=_restore)
