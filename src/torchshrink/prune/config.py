@@ -42,7 +42,9 @@ class PruneConfig(BaseModel):
         global_: one threshold across layers (alias ``"global"``); ``False`` prunes each layer
             (or group) by ``ratio``.
         layer_ratios: ``{name_or_regex: ratio}`` overriding ``ratio`` per layer (matched with
-            ``re.fullmatch`` against module names and group labels; first match wins).
+            ``re.fullmatch`` against module names and group labels; first match wins). With
+            ``ratio=0`` the map works on its own: only the layers it names are pruned, each to
+            its ratio, and schedules rise to its largest entry.
         ignore: module names or regexes never pruned.
         round_to: kept channels of a group are rounded up to a multiple of this (fast kernels).
         min_channels: at least this many channels (or heads) stay in every group.
@@ -131,9 +133,11 @@ class PruneConfig(BaseModel):
                 f"agp_end_step must be after agp_start_step ({self.agp_start_step}), "
                 f"got {self.agp_end_step}"
             )
-        if self.schedule == "agp" and self.initial_sparsity > self.ratio:
+        # With ratio=0 a per-layer map alone sets the final sparsity (its largest entry).
+        final = self.ratio or max(self.layer_ratios.values(), default=0.0)
+        if self.schedule == "agp" and self.initial_sparsity > final:
             raise ValueError(
-                f"initial_sparsity ({self.initial_sparsity}) must not exceed ratio ({self.ratio})"
+                f"initial_sparsity ({self.initial_sparsity}) must not exceed ratio ({final})"
             )
         if self.schedule == "agp" and self.granularity == "layer":
             raise ValueError("schedule: 'agp' is not available for granularity 'layer'")

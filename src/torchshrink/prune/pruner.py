@@ -1,13 +1,9 @@
 """The pruning driver: :class:`Pruner` for your own loop, :func:`prune` for the one-call path.
 
-Schedules (the sparsity target after schedule step ``t``):
-
-* ``oneshot``: the full ``ratio`` at the first step.
-* ``iterative``: ``s_k = 1 - (1 - ratio)^(k / K)`` after step ``k`` of ``K``, so every step removes
-  the same fraction of what is left; :func:`prune` fine-tunes after each step.
-* ``agp`` (Zhu & Gupta 2017): ``s_t = s_f + (s_i - s_f)(1 - (t - t0)/(n dt))^3`` at
-  ``t = t0, t0 + dt, ...`` up to ``t0 + n dt = agp_end_step``, where ``t`` counts optimizer steps;
-  :func:`prune` runs it inside fine-tuning through a :class:`~torchshrink.train.TrainHook`.
+Schedules (``oneshot``, ``iterative``, ``agp``) are defined in :mod:`torchshrink.prune.schedules`;
+:func:`prune` fine-tunes after each iterative step and runs AGP inside fine-tuning through a
+:class:`~torchshrink.train.TrainHook`. A ``layer_ratios`` map with ``ratio=0`` prunes only the
+layers it names, each to its own ratio.
 
 Granularities: ``unstructured`` and ``nm`` zero weights through masks (kept during fine-tuning,
 baked in by :meth:`Pruner.finish`). ``channel`` and ``head`` physically remove channels / heads
@@ -61,6 +57,13 @@ from torchshrink.prune.masks import (
     magnitude_masks,
     nm_layout,
     nm_mask,
+)
+from torchshrink.prune.schedules import (
+    default_ratio,
+    final_sparsity,
+    is_event,
+    scaled_ratio,
+    schedule_target,
 )
 from torchshrink.prune.structured import remove_groups
 from torchshrink.train.distributed import sync_from_main
@@ -144,6 +147,7 @@ class Pruner:
         self.changes: dict[str, list[int]] = {}
         self.notes: list[str] = []
         self.done = 0.0  # sparsity target reached so far
+        self.final = final_sparsity(config)  # what the schedule rises to
         self._params0 = param_stats(model).params
         self._ignore = [n for n, _ in model.named_modules() if n and matches(n, config.ignore)]
         self._groups: list[Group] | None = None  # fixed groups while channels are only masked
@@ -155,7 +159,7 @@ class Pruner:
 
     # -- schedule ------------------------------------------------------------------------
     def target(self, t: int) -> float:
-        """The sparsity target after schedule step ``t`` (see the module docs).
+        """The sparsity target after schedule step ``t`` (see :mod:`~torchshrink.prune.schedules`).
 
         Example:
             >>> cfg = PruneConfig(ratio=0.8, schedule="agp", agp_end_step=10, agp_frequency=2)
@@ -163,29 +167,7 @@ class Pruner:
             >>> round(p.target(5), 4), p.target(10)
             (0.7, 0.8)
         """
-        c = self.config
-        s_f = c.target_sparsity
-        if t <= 0:
-            return 0.0
-        if c.schedule == "oneshot":
-            return s_f
-        if c.schedule == "iterative":
-            return 1.0 - (1.0 - s_f) ** (min(t, c.steps) / c.steps)
-        t0, t1 = c.agp_start_step, c.agp_end_step
-        assert t1 is not None
-        if t < t0:
-            return 0.0
-        if t >= t1:
-            return s_f
-        return s_f + (c.initial_sparsity - s_f) * (1.0 - (t - t0) / (t1 - t0)) ** 3
-
-    def _is_event(self, t: int) -> bool:
-        c = self.config
-        if c.schedule != "agp":
-            return (c.schedule == "iterative" and t <= c.steps) or t == 1
-        assert c.agp_end_step is not None
-        on_grid = (t - c.agp_start_step) % c.agp_frequency == 0
-        return c.agp_start_step <= t <= c.agp_end_step and (on_grid or t == c.agp_end_step)
+        return schedule_target(self.config, t)
 
     def step(self) -> float:
         """Advance the schedule by one step; prune when it is a pruning event.
@@ -194,7 +176,7 @@ class Pruner:
             The sparsity target now in force.
         """
         self.t += 1
-        if self._is_event(self.t):
+        if is_event(self.config, self.t):
             target = self.target(self.t)
             if target > self.done or (self.config.granularity == "nm" and self.done == 0):
                 self.prune_to(target)
@@ -211,7 +193,7 @@ class Pruner:
         else:
             achieved = self._prune_groups(sparsity)
         # N:M reaches its fixed pattern at once, whatever the schedule asked for.
-        self.done = self.config.target_sparsity if g == "nm" else sparsity
+        self.done = self.final if g == "nm" else sparsity
         stats = param_stats(self.model)
         self.history.append(
             StepRecord(self.t, sparsity, achieved, stats.params, stats.nonzero_params)
@@ -250,11 +232,10 @@ class Pruner:
         return data_context(self.data, self.config, seed=self.config.seed + self.t)
 
     def _layer_ratio(self, names: Sequence[str], sparsity: float) -> float | None:
-        # Per-layer ratios follow the schedule in proportion to the global target.
-        c = self.config
-        for pattern, r in c.layer_ratios.items():
+        # Per-layer ratios follow the schedule in proportion to its final sparsity.
+        for pattern, r in self.config.layer_ratios.items():
             if any(matches(n, [pattern]) for n in names):
-                return r * sparsity / c.target_sparsity if c.target_sparsity > 0 else r
+                return scaled_ratio(self.config, r, sparsity)
         return None
 
     def _prune_weights(self, sparsity: float) -> float:
@@ -273,12 +254,12 @@ class Pruner:
                     continue
                 masks[k] = nm_mask(s, c.n, c.m)
         else:
-            ratios = {}
+            ratios, default = {}, default_ratio(c, sparsity)
             for k in scores:
                 r = self._layer_ratio([k.rpartition(".")[0]], sparsity)
                 if r is not None or not c.global_:
-                    ratios[k] = sparsity if r is None else r
-            masks = magnitude_masks(scores, ratios, global_ratio=sparsity if c.global_ else None)
+                    ratios[k] = default if r is None else r
+            masks = magnitude_masks(scores, ratios, global_ratio=default if c.global_ else None)
         masks = sync_from_main(masks)  # under torchrun every rank keeps rank 0's masks
         return attach_masks(self.model, masks).sparsity()
 
@@ -299,10 +280,11 @@ class Pruner:
             if self._groups is None:
                 self._groups = self._prunable_groups()
                 self._keeps = {g.id: torch.arange(g.size) for g in self._groups}
-            groups, fraction = self._groups, sparsity
+            groups, fraction = self._groups, default_ratio(self.config, sparsity)
         else:
             groups = self._prunable_groups()
-            fraction = 1.0 - (1.0 - sparsity) / (1.0 - self.done)
+            done = default_ratio(self.config, self.done)
+            fraction = 1.0 - (1.0 - default_ratio(self.config, sparsity)) / (1.0 - done)
         scores = self.importance.group_scores(self.model, groups, self._context())
         if masked:
             for g, s in zip(groups, scores, strict=True):
@@ -329,7 +311,8 @@ class Pruner:
             producers = [e.module for e in g.entries if e.role == "out"]
             r = self._layer_ratio([g.label.rpartition(":")[0], *producers], s)
             if r is not None and c.schedule != "agp":  # physical steps: of what is left
-                r = 1.0 - (1.0 - r) / (1.0 - self.done)
+                r_done = self._layer_ratio([g.label.rpartition(":")[0], *producers], self.done)
+                r = 1.0 - (1.0 - r) / (1.0 - (r_done or 0.0))
             ratios.append(r)
         return allocate(
             self.model,
@@ -480,8 +463,8 @@ def prune(
         accuracy = train(
             model, data, ft, hooks=[pruner.hook()], loss_terms=loss_terms
         ).final_accuracy
-        if pruner.done < config.target_sparsity:  # training stopped before the end step
-            pruner.prune_to(config.target_sparsity)
+        if pruner.done < pruner.final:  # training stopped before the end step
+            pruner.prune_to(pruner.final)
     pruner.finish()
     after = param_stats(model)
     return PruneResult(
