@@ -1,5 +1,9 @@
 """``torchshrink auto MODEL --data DATA``: search per-layer compression under an accuracy budget.
 
+With ``--student zoo:NAME`` MODEL is the teacher and the search is over ``width`` / ``depth``
+multipliers of that zoo family instead, each candidate distilled from the teacher
+(:mod:`torchshrink.auto.student`).
+
 Exit status: 0 with a chosen model; 3 (``error: ...`` naming the budget and the closest
 candidate's drop) when no candidate met the budget, after run.json and report.html are written.
 
@@ -12,12 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from torchshrink.cli.common import print_json
+from torchshrink.core.errors import ConfigError
 
 
 def auto_command(
@@ -54,10 +60,14 @@ def auto_command(
     train_preset: Annotated[str, typer.Option(help="TrainConfig preset of that training.")] = (
         "scratch"
     ),
-    trial_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs per candidate.")] = 2,
-    trial_lr: Annotated[float, typer.Option(help="Learning rate of a candidate's fine-tune.")] = (
-        0.02
-    ),
+    trial_epochs: Annotated[
+        int | None,
+        typer.Option(help="Fine-tuning (--student: distillation) epochs per candidate [2; 3]."),
+    ] = None,
+    trial_lr: Annotated[
+        float | None,
+        typer.Option(help="Learning rate of a candidate's fine-tune / distillation [0.02; 0.05]."),
+    ] = None,
     promote: Annotated[
         int, typer.Option(help="Candidates given the full fine-tune after the search.")
     ] = 3,
@@ -65,7 +75,12 @@ def auto_command(
         float,
         typer.Option(help="Points beyond the budget a candidate may drop and still be promoted."),
     ] = 2.0,
-    final_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs of the chosen one.")] = 3,
+    final_epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Fine-tuning (--student: distillation) epochs of the chosen one [3; 10]."
+        ),
+    ] = None,
     val_size: Annotated[int, typer.Option(help="Training samples held out to score.")] = 2000,
     search_train_size: Annotated[
         int | None, typer.Option(help="Training samples per candidate fine-tune (default all).")
@@ -79,13 +94,45 @@ def auto_command(
             "--search-only", help="Only run trials (a helper on a shared --storage); no model."
         ),
     ] = False,
+    student: Annotated[
+        str | None,
+        typer.Option(
+            help="Search a distillation student instead: width / depth multipliers of this zoo "
+            "family (e.g. zoo:lenet5), MODEL being the teacher."
+        ),
+    ] = None,
+    widths: Annotated[
+        str, typer.Option(help="--student: width multipliers, comma-separated.")
+    ] = "0.125,0.25,0.375,0.5,0.75,1",
+    depths: Annotated[
+        str, typer.Option(help="--student: depth multipliers (families that take depth).")
+    ] = "0.5,1,1.5",
+    temperature: Annotated[float, typer.Option(help="--student: distillation temperature.")] = 4.0,
+    alpha: Annotated[float, typer.Option(help="--student: weight of the soft-target loss.")] = 0.9,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Search pruning ratio / codebook bits per layer under an accuracy budget (optuna),
-    keep the Pareto front, and fine-tune and test the best candidate within the budget."""
+    keep the Pareto front, and fine-tune and test the best candidate within the budget.
+    With --student, search width / depth multipliers of a distilled student instead."""
     from torchshrink.auto import AutoConfig, BudgetNotMetError, run_auto
     from torchshrink.core.modelref import parse_model_args
     from torchshrink.train.config import TrainConfig
+
+    if student is not None:
+        _student(
+            model_ref, student, data=data, out=out, model_args=parse_model_args(model_arg or []),
+            limit=limit, train_epochs=train_epochs, train_preset=train_preset,
+            objective=objective, max_accuracy_drop=max_accuracy_drop, trials=trials,
+            workers=workers, storage=storage, study=study, seed=seed, val_size=val_size,
+            search_train_size=search_train_size, widths=widths, depths=depths,
+            temperature=temperature, alpha=alpha, trial_epochs=trial_epochs, trial_lr=trial_lr,
+            final_epochs=final_epochs, threads=threads, search_only=search_only,
+            json_out=json_out,
+        )  # fmt: skip
+        return
+    trial_epochs = 2 if trial_epochs is None else trial_epochs
+    trial_lr = 0.02 if trial_lr is None else trial_lr
+    final_epochs = 3 if final_epochs is None else final_epochs
 
     def quick(epochs: int, **extra: Any) -> TrainConfig | None:
         return (
@@ -155,6 +202,123 @@ def auto_command(
             f"{100 * (f.get('accuracy') or 0):.2f}%; file {b.get('file_bytes'):,} -> "
             f"{f.get('file_bytes'):,} bytes; latency {b.get('latency_ms_p50') or 0:.4f} -> "
             f"{f.get('latency_ms_p50') or 0:.4f} ms"
+        )
+        typer.echo(f"model: {res.model_path}")
+        typer.echo(f"report: {res.report_html}")
+
+
+def _floats(option: str, text: str) -> tuple[float, ...]:
+    # "0.25,0.5,1" -> (0.25, 0.5, 1.0); the values themselves are checked by the search.
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(
+            f"auto: {option} expects comma-separated numbers such as 0.25,0.5,1, got {text!r}"
+        ) from None
+
+
+def _student(
+    teacher: str,
+    family: str,
+    *,
+    data: str,
+    out: Path,
+    model_args: dict[str, Any],
+    limit: int | None,
+    train_epochs: int,
+    train_preset: str,
+    objective: str,
+    max_accuracy_drop: float,
+    trials: int,
+    workers: int,
+    storage: str | None,
+    study: str | None,
+    seed: int,
+    val_size: int,
+    search_train_size: int | None,
+    widths: str,
+    depths: str,
+    temperature: float,
+    alpha: float,
+    trial_epochs: int | None,
+    trial_lr: float | None,
+    final_epochs: int | None,
+    threads: int,
+    search_only: bool,
+    json_out: bool,
+) -> None:
+    """``auto TEACHER --student zoo:NAME``: the student search and its summary."""
+    from torchshrink.auto import BudgetNotMetError
+    from torchshrink.auto.student import run_student_search
+    from torchshrink.auto.student_config import StudentConfig
+    from torchshrink.distill.distiller import DistillConfig
+    from torchshrink.train.config import TrainConfig
+
+    def student_train(epochs: int) -> TrainConfig:
+        return TrainConfig(
+            epochs=epochs, batch_size=64, lr=0.05 if trial_lr is None else trial_lr,
+            nesterov=True, schedule="cosine", show_progress=False,
+        )  # fmt: skip
+
+    config = StudentConfig(
+        teacher=teacher,
+        teacher_args=model_args,
+        student=family,
+        data=data,
+        data_limit=limit,
+        train=(
+            TrainConfig.preset(train_preset, epochs=train_epochs, show_progress=False)
+            if train_epochs
+            else None
+        ),
+        objective=objective,  # type: ignore[arg-type]  # pydantic validates the literal
+        max_accuracy_drop=max_accuracy_drop / 100.0,
+        trials=trials,
+        workers=workers,
+        storage=storage,
+        study=study,
+        seed=seed,
+        val_size=val_size,
+        search_train_size=search_train_size,
+        widths=_floats("--widths", widths),
+        depths=_floats("--depths", depths),
+        distill=DistillConfig(temperature=temperature, alpha=alpha),
+        trial_train=student_train(3 if trial_epochs is None else trial_epochs),
+        final_train=student_train(10 if final_epochs is None else final_epochs),
+        threads=threads,
+        search_only=search_only,
+    )
+    res = run_student_search(config, out, show_progress=not json_out)
+    doc = json.loads(res.run_json.read_text(encoding="utf-8")) if res.run_json else {}
+    args = (doc.get("search") or {}).get("chosen_args")
+    summary: dict[str, Any] = {
+        "out": str(res.out_dir),
+        "model": str(res.model_path) if res.model_path else None,
+        "report": str(res.report_html) if res.report_html else None,
+        "trials": res.trials,
+        "pareto": list(res.pareto),
+        "chosen": res.chosen,
+        "chosen_args": args,
+        "teacher_val_accuracy": res.baseline_val_accuracy,
+        "teacher_test_accuracy": res.baseline.get("accuracy"),
+        "student_test_accuracy": res.final.get("accuracy") if res.chosen is not None else None,
+        "teacher_file_bytes": res.baseline.get("file_bytes"),
+        "student_file_bytes": res.final.get("file_bytes") if res.chosen is not None else None,
+    }
+    if json_out or search_only:
+        print_json(summary)
+    if search_only:
+        return
+    if res.chosen is None:
+        raise BudgetNotMetError(res.budget_message(config.max_accuracy_drop))
+    if not json_out:
+        b, f = res.baseline, res.final
+        mult = ", ".join(f"{k}={v:g}" for k, v in (args or {}).items() if k in ("width", "depth"))
+        typer.echo(
+            f"chose trial #{res.chosen} of {res.trials} ({family} {mult}; Pareto front: "
+            f"{len(res.pareto)}); test accuracy teacher {100 * (b.get('accuracy') or 0):.2f}% "
+            f"-> student {100 * (f.get('accuracy') or 0):.2f}%; file {b.get('file_bytes'):,} "
+            f"-> {f.get('file_bytes'):,} bytes"
         )
         typer.echo(f"model: {res.model_path}")
         typer.echo(f"report: {res.report_html}")

@@ -1,0 +1,120 @@
+"""The configuration of a distillation-student search (:func:`torchshrink.auto.student.run_student_search`).
+
+The search shares the budget, objective, storage, worker and resume conventions of
+:class:`~torchshrink.auto.AutoConfig`; what differs is what a candidate is: a member of a zoo
+family built with ``width`` / ``depth`` multipliers and distilled from the teacher.
+
+Example:
+    >>> cfg = StudentConfig(teacher="zoo:lenet5", student="zoo:lenet5", data="digits")
+    >>> cfg.objective, cfg.widths[:3], cfg.study_name
+    ('size', (0.125, 0.25, 0.375), 'student-zoo-lenet5-zoo-lenet5-digits-size')
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from torchshrink.distill.distiller import DistillConfig
+from torchshrink.train.config import TrainConfig
+
+StudentObjective = Literal["size", "latency"]
+DEFAULT_WIDTHS = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
+DEFAULT_DEPTHS = (0.5, 1.0, 1.5)
+
+
+def _student_train(epochs: int) -> TrainConfig:
+    # Students start from scratch: a from-scratch learning rate with a cosine decay, no label
+    # smoothing (the soft targets already smooth), quiet.
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=64,
+        lr=0.05,
+        nesterov=True,
+        schedule="cosine",
+        show_progress=False,
+    )
+
+
+class StudentConfig(BaseModel):
+    """Which teacher, which student family and multipliers, under which accuracy budget.
+
+    Attributes:
+        teacher: teacher model reference (a model file, ``zoo:NAME`` trained with ``train``).
+        teacher_args: the teacher's factory options.
+        student: the student family, ``zoo:NAME`` of a zoo model that takes ``width`` and / or
+            ``depth`` (``lenet5``: width; ``lenet300``: width and depth).
+        student_args: fixed factory options of every student (the data's classes, channels
+            and input size are filled in).
+        data: data reference (``digits``, ``npz:PATH``, ...).
+        data_limit: keep only the first N samples of each split (quick runs).
+        train: train the teacher first, on the training split without the validation part;
+            ``None`` uses the teacher as loaded.
+        objective: ``"size"`` (bytes of the student's saved model file) or ``"latency"``
+            (measured median milliseconds of one forward pass).
+        max_accuracy_drop: the budget, a fraction below the teacher's validation accuracy.
+        trials: candidates to evaluate to completion (a resumed search tops up to this many).
+        workers: worker processes on this machine, all sharing one study.
+        storage: optuna storage URL; ``None`` is ``sqlite:///<out>/study.db``.
+        study: study name; ``None`` derives it from student, teacher, data and objective.
+        seed: seeds the data split, the sampler, the students' initial weights and training.
+        val_size: samples of the training split held out to score candidates.
+        search_train_size: training samples each candidate is distilled on (``None``: all
+            that are not held out).
+        widths: width multipliers to choose from (each above 0).
+        depths: depth multipliers to choose from (each above 0); used only by families that
+            take ``depth``.
+        distill: the distillation losses (soft targets; see :class:`DistillConfig`).
+        trial_train: training of each candidate (distillation through the one training loop).
+        final_train: training of the chosen student on the whole training split before its
+            test-split verification; ``None`` repeats ``trial_train``.
+        latency_repeats: timed forward passes per latency measurement (median used).
+        threads: torch threads in every process (``None`` keeps the default).
+        stale_after: seconds after which a RUNNING trial of a shared storage counts as lost.
+        search_only: only run trials (a helper on a shared database); no final model.
+
+    Example:
+        >>> StudentConfig(teacher="t.safetensors", student="zoo:lenet300", widths=(0.5,)).depths
+        (0.5, 1.0, 1.5)
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    teacher: str
+    teacher_args: dict[str, Any] = Field(default_factory=dict)
+    student: str
+    student_args: dict[str, Any] = Field(default_factory=dict)
+    data: str = "digits"
+    data_limit: int | None = Field(default=None, ge=1)
+    train: TrainConfig | None = None
+    objective: StudentObjective = "size"
+    max_accuracy_drop: float = Field(default=0.005, ge=0, lt=1)
+    trials: int = Field(default=12, ge=1)
+    workers: int = Field(default=1, ge=1)
+    storage: str | None = None
+    study: str | None = None
+    seed: int = 0
+    val_size: int = Field(default=2000, ge=1)
+    search_train_size: int | None = Field(default=10000, ge=1)
+    widths: tuple[float, ...] = DEFAULT_WIDTHS
+    depths: tuple[float, ...] = DEFAULT_DEPTHS
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    trial_train: TrainConfig = Field(default_factory=lambda: _student_train(3))
+    final_train: TrainConfig | None = Field(default_factory=lambda: _student_train(10))
+    latency_repeats: int = Field(default=30, ge=1)
+    threads: int | None = Field(default=1, ge=1)
+    stale_after: float = Field(default=600.0, gt=0)
+    search_only: bool = False
+
+    @property
+    def study_name(self) -> str:
+        """``study`` or a name derived from student, teacher, data and objective."""
+        if self.study:
+            return self.study
+        slug = "-".join(
+            re.sub(r"[^A-Za-z0-9]+", "-", part).strip("-")[-40:]
+            for part in (self.student, self.teacher, self.data, self.objective)
+        )
+        return f"student-{slug}"

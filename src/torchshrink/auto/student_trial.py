@@ -1,0 +1,221 @@
+"""One student candidate (built, distilled, measured) and the worker loop that runs them.
+
+A candidate is the student family built with the trial's multipliers (seeded weights),
+distilled from the teacher with :func:`torchshrink.distill.distill` (the distill module's
+soft-target loss term through the one training loop) on the search-training part, then scored
+on the validation part; the objective is the bytes of its saved model file or its measured
+median latency. The worker loop follows :func:`torchshrink.auto.search.work`: it asks under
+the same study lock and only while ``COMPLETE + RUNNING < trials``, tells duplicates PRUNED,
+and gives up after ``trials`` failures, so counts, resume and several workers behave alike.
+
+Example:
+    >>> import torchshrink
+    >>> from torchshrink.auto.objective import search_data
+    >>> data = search_data(torchshrink.load_data("digits"), val_size=100, train_size=200, seed=0)
+    >>> teacher = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    >>> res = evaluate_student(teacher.eval(), "zoo:lenet300", {"input_size": 8, "width": 0.1},
+    ...     data, config=StudentConfig(teacher="t", student="zoo:lenet300"), work_dir=Path("/tmp/st"))
+    >>> res.num_params < 50610, res.kd_loss is not None
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchshrink.auto.search import _lost, _same_params, counts, open_study, study_lock
+from torchshrink.auto.student_config import StudentConfig
+from torchshrink.auto.student_space import StudentSpace
+from torchshrink.core.databundle import DataBundle
+from torchshrink.core.errors import TorchshrinkError, require
+
+
+@dataclass(frozen=True)
+class StudentResult:
+    """What one student candidate measured.
+
+    Attributes:
+        accuracy: top-1 accuracy on the validation part.
+        objective_value: bytes of the saved file (size) or median milliseconds (latency).
+        file_bytes: bytes of the student's saved model file.
+        num_params: parameters of the student.
+        latency_ms: measured median latency of one sample (``None`` unless latency).
+        kd_loss: mean soft-target (``kd``) loss of the last epoch: the distillation term ran.
+        seconds: wall time to build, distil and measure it.
+    """
+
+    accuracy: float
+    objective_value: float
+    file_bytes: int
+    num_params: int
+    latency_ms: float | None
+    kd_loss: float | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StudentWorkerSpec:
+    """Everything a (spawned) worker needs; plain data so that it pickles."""
+
+    config_json: str
+    out_dir: str
+    storage: str
+    study_name: str
+    teacher_path: str
+    index: int
+
+
+def evaluate_student(
+    teacher: nn.Module,
+    family: str,
+    model_args: dict[str, Any],
+    data: DataBundle,
+    *,
+    config: StudentConfig,
+    work_dir: Path,
+    seed: int = 0,
+) -> StudentResult:
+    """Build ``family(**model_args)``, distil ``teacher`` into it on ``data.train``, measure it.
+
+    Args:
+        teacher: the trained teacher, in eval mode.
+        family: ``zoo:NAME``.
+        model_args: the student's factory options (multipliers included).
+        data: the search bundle (its ``test`` split is the validation part).
+        config: distillation, training, objective and latency settings.
+        work_dir: a folder for the student's model file.
+        seed: seeds the student's initial weights.
+    """
+    import torchshrink
+    from torchshrink.distill.distiller import distill
+    from torchshrink.measure.accuracy import evaluate
+    from torchshrink.measure.latency import measure_latency
+
+    t0 = time.perf_counter()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    student = torchshrink.load_model(family, model_args=model_args)
+    result = distill(student, teacher, data, config.distill, train_config=config.trial_train)
+    student.eval()
+    acc = evaluate(student, data.loader("test", batch_size=256)).accuracy
+    path = torchshrink.save(student, work_dir / "model.safetensors")
+    file_bytes = path.stat().st_size
+    latency: float | None = None
+    if config.objective == "latency":
+        x = data.example_inputs(1)  # (1, *input_shape)
+        latency = measure_latency(student, x, repeats=config.latency_repeats).p50_ms
+    kd = result.history[-1].loss_terms.get("kd") if result.history else None
+    return StudentResult(
+        accuracy=acc,
+        objective_value=float(file_bytes if latency is None else latency),
+        file_bytes=file_bytes,
+        num_params=sum(p.numel() for p in student.parameters()),
+        latency_ms=latency,
+        kd_loss=None if kd is None else float(kd),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def student_work(spec: StudentWorkerSpec) -> int:
+    """Run student trials until the study has ``trials`` complete ones; return how many ran."""
+    import torchshrink
+    from torchshrink.auto.objective import search_data
+
+    optuna: Any = require("optuna", "search")
+    config = StudentConfig.model_validate_json(spec.config_json)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    out = Path(spec.out_dir)
+    study = open_study(
+        spec.storage,
+        spec.study_name,
+        seed=config.seed + 1000 * spec.index,
+        startup=max(2, min(10, config.trials // 2)),
+    )
+    space = StudentSpace.from_dict(study.user_attrs["space"])
+    fixed = dict(study.user_attrs["student_args"])
+    data = torchshrink.load_data(config.data, seed=config.seed, limit=config.data_limit)
+    sdata = search_data(
+        data, val_size=config.val_size, train_size=config.search_train_size, seed=config.seed
+    )
+    teacher = torchshrink.load(spec.teacher_path).eval()
+    ran = 0
+    while True:
+        with study_lock(out):
+            c = counts(study)
+            if c.get("COMPLETE", 0) + c.get("RUNNING", 0) >= config.trials:
+                return ran
+            if c.get("FAIL", 0) - _lost(study) >= config.trials:
+                return ran
+            # A small grid runs out of new candidates: stop once the sampler keeps repeating.
+            if c.get("PRUNED", 0) >= 3 * config.trials:
+                return ran
+            trial = study.ask()
+            trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+            params = space.suggest(trial)
+            twin = _same_params(study, params, trial.number)
+            if twin is not None:
+                trial.set_user_attr("duplicate_of", twin)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                continue
+        try:
+            res = evaluate_student(
+                teacher,
+                space.family,
+                {**fixed, **space.model_args(params)},
+                sdata,
+                config=config,
+                work_dir=out / "trials" / f"{trial.number:04d}",
+                seed=config.seed,
+            )
+        except Exception as exc:  # a candidate that cannot be built is a failed trial
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        for key in ("file_bytes", "num_params", "latency_ms", "kd_loss", "seconds"):
+            trial.set_user_attr(key, getattr(res, key))
+        study.tell(trial, [res.accuracy, res.objective_value])
+        ran += 1
+
+
+def _worker_main(spec: StudentWorkerSpec) -> None:  # entry point of a spawned worker process
+    student_work(spec)
+
+
+def run_student_workers(spec: StudentWorkerSpec, workers: int) -> None:
+    """Run ``workers`` workers on ``spec``'s study: in this process for 1, else spawned.
+
+    Raises:
+        TorchshrinkError: a worker process died (its exit code is named).
+    """
+    import multiprocessing as mp
+
+    if workers == 1:
+        student_work(spec)
+        return
+    ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and locks
+    procs = [
+        ctx.Process(
+            target=_worker_main,
+            args=(StudentWorkerSpec(**{**spec.__dict__, "index": i}),),
+            name=f"student-worker-{i}",
+        )
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    bad = [(p.name, p.exitcode) for p in procs if p.exitcode != 0]
+    if bad:
+        raise TorchshrinkError(
+            f"auto --student: worker process(es) failed: "
+            f"{', '.join(f'{n} exit {c}' for n, c in bad)}; run again with the same --out to resume"
+        )
