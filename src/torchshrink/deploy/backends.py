@@ -5,7 +5,9 @@ precision or runtime, and says which of its ops run in low precision and which s
 
 * torch: ``fp32`` (the reference), ``bf16`` (weights and float inputs in bfloat16: oneDNN's
   AVX512-BF16 / AMX-BF16 kernels), ``bf16_autocast``, ``torch_dynamic_int8``
-  (``torch.ao.quantization.quantize_dynamic`` on ``nn.Linear``), ``torchao_int8`` (torchao's
+  (``torch.ao.quantization.quantize_dynamic`` on ``nn.Linear``), ``torch_static_int8``
+  (torch.ao FX static int8 on the x86 engine: a CNN's convs in int8 eagerly; needs calibration
+  batches and a model FX can trace), ``torchao_int8`` (torchao's
   int8 dynamic activation, int8 per-channel weights; when torchao imports), and the slow-to-build
   opt-ins ``compile_fp32``, ``compile_bf16``, ``torchao_int8_compiled`` (inductor);
 * ONNX Runtime (:mod:`torchshrink.deploy.ort_backends`): ``ort_fp32``, ``ort_fused_fp32``,
@@ -173,6 +175,85 @@ def _torch_dynamic(ctx: BuildContext) -> Built:
     return Built(_runner(m), {"DynamicQuantizedLinear": sum(lows.values())}, floats)
 
 
+def _torch_static(ctx: BuildContext) -> Built:
+    """Static int8 through torch.ao FX graph mode on the x86 engine (a CNN's eager int8 path).
+
+    ``prepare_fx`` with the x86 qconfig mapping (per-channel int8 weights, uint8 activations,
+    conv + ReLU and add + ReLU fused), calibration on ``ctx.calibration``, ``convert_fx``: the
+    result runs oneDNN / FBGEMM int8 kernels eagerly, no compile step. The census comes from
+    one shape-propagated run: ops whose output is a quantized tensor ran in int8.
+    """
+    import warnings
+
+    from torchshrink.core.errors import ConfigError
+
+    if not ctx.calibration:
+        raise ConfigError("torch_static_int8 needs calibration batches (calibration=...)")
+    if isinstance(ctx.inputs, Mapping):
+        raise ConfigError("torch_static_int8 traces positional inputs only, got a dict")
+    if "x86" not in torch.backends.quantized.supported_engines:
+        raise ConfigError(
+            f"torch_static_int8: this torch has no x86 quantized engine "
+            f"(engines: {torch.backends.quantized.supported_engines})"
+        )
+    example = ctx.inputs if isinstance(ctx.inputs, (tuple, list)) else (ctx.inputs,)
+    with warnings.catch_warnings():
+        # torch.ao.quantization warns that it is deprecated (torchao's PT2E replaces it) and
+        # that reduce_range will go; both still work in this torch
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        torch.backends.quantized.engine = "x86"
+        m = copy.deepcopy(ctx.model).eval()
+        prepared = prepare_fx(m, get_default_qconfig_mapping("x86"), tuple(example))
+        with torch.no_grad():
+            for batch in ctx.calibration:
+                call_model(prepared, batch)
+        q = convert_fx(prepared)
+    lows, floats = fx_int8_census(q, tuple(example))
+    return Built(_runner(q), lows, floats, note="torch.ao FX, x86 engine")
+
+
+def fx_int8_census(
+    graph_module: torch.fx.GraphModule, inputs: tuple[Any, ...]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Ops of a converted FX model that ran on int8 tensors, and compute ops left in float.
+
+    Quantize / dequantize steps and attribute reads are not counted; an op counts as int8 when
+    its output is a quantized tensor in one run on ``inputs``.
+
+    Example:
+        >>> gm = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+        >>> fx_int8_census(gm, (torch.randn(1, 2),))
+        ({}, {'Linear': 1})
+    """
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    with torch.no_grad():
+        ShapeProp(graph_module).propagate(*inputs)
+    modules = dict(graph_module.named_modules())
+    lows: Counter[str] = Counter()
+    floats: Counter[str] = Counter()
+    for node in graph_module.graph.nodes:
+        if node.op not in ("call_module", "call_function", "call_method"):
+            continue
+        if node.op == "call_module":
+            kind = type(modules[str(node.target)]).__name__
+        else:
+            kind = getattr(node.target, "__name__", str(node.target))
+        meta = node.meta.get("tensor_meta")
+        if kind in _QDQ or meta is None or not hasattr(meta, "dtype"):
+            continue
+        target = lows if meta.dtype in _QDTYPES else floats
+        target[kind] += 1
+    return dict(sorted(lows.items())), dict(sorted(floats.items()))
+
+
+_QDQ = frozenset({"quantize_per_tensor", "quantize_per_channel", "dequantize", "getattr"})
+_QDTYPES = (torch.quint8, torch.qint8, torch.qint32)
+
+
 def _compiled(dtype: torch.dtype) -> Callable[[BuildContext], Built]:
     def build(ctx: BuildContext) -> Built:
         m = copy.deepcopy(ctx.model).eval().to(dtype)
@@ -227,6 +308,7 @@ BACKENDS: dict[str, Callable[[BuildContext], Built]] = {
     "bf16": _bf16,
     "bf16_autocast": _bf16_autocast,
     "torch_dynamic_int8": _torch_dynamic,
+    "torch_static_int8": _torch_static,
     "torchao_int8": _torchao(compile=False),
     "compile_fp32": _compiled(torch.float32),
     "compile_bf16": _compiled(torch.bfloat16),
@@ -261,6 +343,6 @@ def default_candidates(*, calibration: bool) -> list[str]:
         names.remove("torchao_int8")
     ort = importlib.util.find_spec("onnxruntime") is not None
     names = [n for n in names if ort or not n.startswith("ort_")]
-    if not calibration and "ort_static_int8" in names:
-        names.remove("ort_static_int8")
+    if not calibration:
+        names = [n for n in names if n not in ("ort_static_int8", "torch_static_int8")]
     return names
