@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -19,8 +20,9 @@ from torch import nn
 import torchshrink
 from torchshrink.cluster import cluster_weights
 from torchshrink.codec import inspect_compressed, save_compressed
+from torchshrink.codec.tables import pack_lengths
 from torchshrink.core.errors import ConfigError, ModelFileError
-from torchshrink.core.modelfile import META_KEY, to_bytes
+from torchshrink.core.modelfile import DOC_TENSOR, to_bytes
 from torchshrink.measure.size import zstd_size
 
 
@@ -135,36 +137,59 @@ def test_options(tmp_path: Path) -> None:
 
 
 def _rewrite(path: Path, change: Callable[[dict[str, Any], dict[str, torch.Tensor]], None]) -> None:
-    """Rewrite a model file after ``change(compression, tensors)``, checksums recomputed."""
+    """Rewrite a compact model file after ``change(compression, tensors)``, CRC recomputed."""
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    doc = json.loads(meta[META_KEY])
+    doc = json.loads(zlib.decompress(tensors[DOC_TENSOR].numpy().tobytes()))
     change(doc["compression"], tensors)
-    for key, entry in doc["compression"].get("tensors", {}).items():
-        blob = tensors.get("extra/huffman/" + key)
-        if blob is not None:
-            entry["crc32"] = zlib.crc32(blob.numpy().tobytes())
-    save_file(tensors, str(path), metadata={META_KEY: json.dumps(doc)})
+    if "extra/huffman" in tensors:
+        doc["compression"]["crc32"] = zlib.crc32(tensors["extra/huffman"].numpy().tobytes())
+    packed = zlib.compress(json.dumps(doc).encode())
+    tensors[DOC_TENSOR] = torch.frombuffer(bytearray(packed), dtype=torch.uint8)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def _span(comp: dict[str, Any], key: str, part: str) -> tuple[int, int]:
+    """Where ``part`` of coded tensor ``key`` lies in the one blob."""
+    at = 0
+    for k, entry in comp["tensors"].items():
+        for name, n in entry["parts"].items():
+            if (k, name) == (key, part):
+                return at, at + n
+            at += n
+    raise KeyError((key, part))
+
+
+def _splice(
+    comp: dict[str, Any], tensors: dict[str, torch.Tensor], key: str, part: str, new: torch.Tensor
+) -> None:
+    lo, hi = _span(comp, key, part)
+    blob = tensors["extra/huffman"]
+    tensors["extra/huffman"] = torch.cat([blob[:lo], new, blob[hi:]]).clone()
+    comp["tensors"][key]["parts"][part] = new.numel()
 
 
 def _truncate_positions(comp: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-    tensors["extra/huffman/fc1.weight"] = tensors["extra/huffman/fc1.weight"][:-3].clone()
-    comp["tensors"]["fc1.weight"]["parts"]["gaps"] -= 3
+    lo, hi = _span(comp, "fc1.weight", "gaps")
+    _splice(comp, tensors, "fc1.weight", "gaps", tensors["extra/huffman"][lo : hi - 3].clone())
 
 
 def _bad_table(comp: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-    parts = comp["tensors"]["fc2.weight"]["parts"]
-    blob = tensors["extra/huffman/fc2.weight"]
-    blob[parts["codebook"] : parts["codebook"] + parts["index_table"]] = 1  # Kraft sum > 1
+    ones = torch.from_numpy(pack_lengths(np.ones(3, dtype=np.int64)))  # Kraft sum 1.5 > 1
+    _splice(comp, tensors, "fc2.weight", "index_table", ones)
 
 
 def _drop_blob(comp: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-    del tensors["extra/huffman/fc3.weight"]
+    del tensors["extra/huffman"]
 
 
 def _unknown_codec(comp: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
     comp["codec"] = "os.system"
+
+
+def _short_parts(comp: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    comp["tensors"]["fc3.bias"]["parts"]["values"] -= 4
 
 
 @pytest.mark.parametrize(
@@ -172,8 +197,9 @@ def _unknown_codec(comp: dict[str, Any], tensors: dict[str, torch.Tensor]) -> No
     [
         (_truncate_positions, r"fc1\.weight.*Huffman stream"),
         (_bad_table, r"fc2\.weight.*Kraft sum"),
-        (_drop_blob, r"fc3\.weight' is missing"),
+        (_drop_blob, r"has no blob tensor"),
         (_unknown_codec, r"codec 'os\.system'.*cannot decode"),
+        (_short_parts, r"the entries total \d+ bytes, the blob has"),
     ],
 )
 def test_corrupt_files_raise(
@@ -208,12 +234,15 @@ def test_header_length_never_sniffs_as_pickle(tmp_path: Path) -> None:
     with torch.no_grad():
         model[0].weight.copy_(torch.round(model[0].weight * 4) / 4)
     low_bytes = set()
+    # A compact file's header hardly varies, so vary a plain file's metadata for the sweep.
     for i in range(256):
-        report = save_compressed(model, tmp_path / "m.safetensors", metadata={"n": "x" * i})
-        head = read_head(report.path, 9)
+        path = torchshrink.save(model, tmp_path / "m.safetensors", metadata={"n": "x" * i})
+        head = read_head(path, 9)
         assert sniff(head) == "safetensors"
         low_bytes.add(head[0])
         if head[0] == 0x80:
-            assert torch.equal(torchshrink.load(report.path)[0].weight, model[0].weight)
+            assert torch.equal(torchshrink.load(path)[0].weight, model[0].weight)
     assert 0x80 in low_bytes
+    report = save_compressed(model, tmp_path / "c.safetensors")
+    assert sniff(read_head(report.path, 9)) == "safetensors"
     assert torch.equal(torchshrink.load(report.path)[0].weight, model[0].weight)

@@ -8,11 +8,21 @@ uint8 *blob* of concatenated parts, in one of three modes:
 - ``sparse``: codebook + Huffman-coded indices of the non-zeros and fillers + Huffman-coded
   relative positions (:mod:`.sparse`, fillers carry symbol 0, the zero codeword);
 - ``sparse_raw``: raw values of the non-zeros (and zero for fillers) + coded positions, for
-  sparse tensors with too many distinct values for a codebook.
+  sparse tensors with too many distinct values for a codebook;
+- ``raw``: the tensor's bytes as they are (codec version 2 keeps uncodable tensors, e.g.
+  biases, in the one blob instead of as separate file entries; :func:`raw_tensor`).
 
-Each Huffman stream is preceded by its table: one uint8 code length per symbol, trimmed after
-the last used one. The mode with the fewest bytes wins; a tensor stays a plain tensor when no
-mode beats its raw bytes. Values are copied bit for bit, so decoding is exact.
+Each Huffman stream is preceded by its table of code lengths: version 1 stored one uint8 per
+symbol, version 2 packs them (:mod:`.tables`). Version 2 also chooses per tensor
+
+- the scan order of the positions: row-major, or with the first two dimensions swapped
+  (``transposed``: column-major for a Linear weight, input-channel-major for a conv), since
+  pruning often empties whole input columns, which then become one long run;
+- the code of the relative positions: Huffman with its table, or a Rice code (``rice: k``)
+  that needs no table, whichever is smaller (the choice is recorded in the entry).
+
+The mode with the fewest bytes wins; :func:`encode_tensor` returns ``None`` when no mode beats
+the raw bytes. Values are copied bit for bit, so decoding is exact.
 
 :func:`decode_state` is the ``"huffman"`` decoder that :func:`torchshrink.load` calls through
 :mod:`torchshrink.core.filehooks`; importing this module registers it.
@@ -35,13 +45,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchshrink.codec import huffman, sparse
+from torchshrink.codec import huffman, sparse, tables
 from torchshrink.core.errors import ModelFileError
 from torchshrink.core.filehooks import register_decoder
 from torchshrink.core.modelfile import EXTRA_PREFIX
 
 CODEC = "huffman"
-CODEC_VERSION = 1
+CODEC_VERSION = 2
 DTYPES = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -52,8 +62,9 @@ PARTS = {
     "dense": ("codebook", "index_table", "index"),
     "sparse": ("codebook", "index_table", "index", "gap_table", "gaps"),
     "sparse_raw": ("values", "gap_table", "gaps"),
+    "raw": ("values",),
 }
-OVERHEAD = 320  # approx. bytes of JSON and safetensors header a coded tensor adds
+OVERHEAD = 16  # approx. deflated JSON bytes a coded entry adds over a raw one
 MAX_NUMEL = 1 << 34  # refuse absurd shapes from a corrupt file before allocating
 
 
@@ -77,6 +88,8 @@ class CodedTensor:
         index_bits: bits per relative index (0 for ``dense``).
         parts: bytes of each part of ``blob``, in order.
         blob: the uint8 bytes.
+        rice: Rice parameter of the position code, or -1 for a Huffman code with its table.
+        transposed: positions are scanned with the first two dimensions swapped.
     """
 
     mode: str
@@ -89,35 +102,77 @@ class CodedTensor:
     index_bits: int
     parts: dict[str, int]
     blob: torch.Tensor
+    rice: int = -1
+    transposed: bool = False
 
     def meta(self) -> dict[str, Any]:
-        """The JSON entry stored in the file's ``compression`` dict."""
-        return {
-            "mode": self.mode,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "clusters": self.clusters,
-            "nonzeros": self.nonzeros,
-            "entries": self.entries,
-            "index_bits": self.index_bits,
-            "parts": dict(self.parts),
-            "crc32": zlib.crc32(self.blob.numpy().tobytes()),
-        }
+        """The JSON entry stored in the file's ``compression`` dict (version 2).
+
+        The checksum covers the file's whole blob (:mod:`.container`), not each tensor.
+        """
+        out: dict[str, Any] = {"mode": self.mode, "shape": list(self.shape)}
+        if self.dtype != "float32":
+            out["dtype"] = self.dtype
+        if self.mode != "raw":
+            out.update(
+                clusters=self.clusters,
+                nonzeros=self.nonzeros,
+                entries=self.entries,
+                index_bits=self.index_bits,
+            )
+        out["parts"] = dict(self.parts)
+        if self.rice >= 0:
+            out["rice"] = self.rice
+        if self.transposed:
+            out["transposed"] = True
+        return out
 
 
 def _raw_bytes(t: torch.Tensor) -> np.ndarray:
     return t.contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
-def _table(lengths: np.ndarray) -> np.ndarray:
-    used = np.flatnonzero(lengths)
-    return lengths[: int(used[-1]) + 1] if used.size else lengths[:0]
-
-
 def _coded_size(hist: np.ndarray, max_len: int) -> tuple[int, np.ndarray]:
-    """Bytes of the table plus stream for symbol counts ``hist``, and the code lengths."""
+    """Bytes of the packed table plus stream for symbol counts ``hist``, and the code lengths."""
     lengths = huffman.code_lengths(hist, max_length=max_len)
-    return _table(lengths).size + (huffman.coded_bits(hist, lengths) + 7) // 8, lengths
+    return tables.packed_size(lengths) + (huffman.coded_bits(hist, lengths) + 7) // 8, lengths
+
+
+def _gap_size(hist: np.ndarray, max_len: int) -> tuple[int, int]:
+    """Bytes of the cheaper position code for gap counts ``hist``, and its Rice k (-1: Huffman)."""
+    size = _coded_size(hist, max_len)[0]
+    rice = tables.best_rice(hist)
+    if rice is not None and (rice[1] + 7) // 8 < size:
+        return (rice[1] + 7) // 8, rice[0]
+    return size, -1
+
+
+def _scan(t: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """``t`` flattened in the scan order of its positions (first two dims swapped if asked)."""
+    return (t.transpose(0, 1) if transposed else t).reshape(-1)
+
+
+def raw_tensor(t: torch.Tensor) -> CodedTensor:
+    """A tensor that no coding shrinks, as a ``raw`` entry (its bytes, bit for bit).
+
+    Example:
+        >>> raw_tensor(torch.ones(3)).parts
+        {'values': 12}
+    """
+    flat = t.detach().cpu().reshape(-1)
+    data = _raw_bytes(flat)
+    return CodedTensor(
+        mode="raw",
+        shape=tuple(t.shape),
+        dtype=str(t.dtype).removeprefix("torch."),
+        nonzeros=int(torch.count_nonzero(flat)),
+        clusters=0,
+        entries=0,
+        fillers=0,
+        index_bits=0,
+        parts={"values": int(data.size)},
+        blob=torch.from_numpy(data.copy()),
+    )
 
 
 def encode_tensor(
@@ -127,7 +182,7 @@ def encode_tensor(
     max_codebook: int = 4096,
     max_code_length: int = huffman.MAX_LENGTH,
 ) -> CodedTensor | None:
-    """Code ``t`` in its smallest mode, or ``None`` if it is better stored plain.
+    """Code ``t`` in its smallest mode, or ``None`` if it is better stored raw.
 
     Args:
         t: a floating-point tensor (float32 / float16 / bfloat16 / float64), all finite.
@@ -137,61 +192,66 @@ def encode_tensor(
         max_code_length: Huffman code length limit in bits.
 
     Example:
-        >>> encode_tensor(torch.randn(100)) is None  # 100 distinct values: plain is smaller
+        >>> encode_tensor(torch.randn(100)) is None  # 100 distinct values: raw is smaller
         True
     """
     dtype = str(t.dtype).removeprefix("torch.")
-    flat = t.detach().cpu().reshape(-1)
+    t = t.detach().cpu()
+    flat = t.reshape(-1)
     if dtype not in DTYPES or flat.numel() == 0 or not bool(torch.isfinite(flat).all()):
         return None
     numel, isz = flat.numel(), flat.element_size()
-    positions = torch.nonzero(flat).reshape(-1).numpy()  # (nnz,) sorted flat indices
-    values = flat[torch.from_numpy(positions)]  # (nnz,)
-    codebook, inverse = torch.unique(values, return_inverse=True)  # sorted distinct non-zeros
-    raw_gaps = sparse.zero_gaps(positions)
-    L = max_code_length
-
-    def gap_cost(hist: np.ndarray, fillers: int, clustered: bool) -> float:
-        size = _coded_size(hist, L)[0]
-        if clustered:
-            idx = counts.copy()
-            idx[0] += fillers
-            return size + _coded_size(idx, L)[0] + codebook.numel() * isz
-        return size + (positions.size + fillers) * isz
-
-    options: list[tuple[float, str, int]] = []  # (bytes, mode, index_bits)
+    codebook, inverse_all = torch.unique(flat, return_inverse=True)  # sorted distinct values
+    nonzero_cb = codebook != 0
+    codebook = codebook[nonzero_cb]  # distinct non-zeros (-0.0 counts as zero, as in nonzero)
     clustered = codebook.numel() <= max_codebook
-    counts = np.bincount(inverse.numpy() + 1, minlength=codebook.numel() + 1)
+    L = max_code_length
+    options: list[tuple[float, str, int, bool]] = []  # (bytes, mode, index_bits, transposed)
+    nnz = int(torch.count_nonzero(flat))
+    counts = np.zeros(codebook.numel() + 1, dtype=np.int64)
     if clustered:
+        counts[1:] = torch.bincount(inverse_all[flat != 0], minlength=nonzero_cb.numel())[
+            nonzero_cb
+        ].numpy()
         dense_hist = counts.copy()
-        dense_hist[0] = numel - positions.size
-        options.append((_coded_size(dense_hist, L)[0] + codebook.numel() * isz, "dense", 0))
-    for mode in ("sparse", "sparse_raw") if clustered else ("sparse_raw",):
+        dense_hist[0] = numel - nnz
+        options.append((_coded_size(dense_hist, L)[0] + codebook.numel() * isz, "dense", 0, False))
+    two_orders = t.dim() >= 2 and t.shape[0] > 1 and t.shape[1] > 1
+    for transposed in (False, True) if two_orders else (False,):
+        positions = torch.nonzero(_scan(t, transposed)).reshape(-1).numpy()  # (nnz,) sorted
+        raw_gaps = sparse.zero_gaps(positions)
+        for mode in ("sparse", "sparse_raw") if clustered else ("sparse_raw",):
 
-        def cost(hist: np.ndarray, fillers: int, _c: bool = mode == "sparse") -> float:
-            return gap_cost(hist, fillers, _c)
+            def cost(hist: np.ndarray, fillers: int, _c: bool = mode == "sparse") -> float:
+                size = _gap_size(hist, L)[0]
+                if _c:
+                    idx = counts.copy()
+                    idx[0] += fillers
+                    return size + _coded_size(idx, L)[0] + codebook.numel() * isz
+                return size + (nnz + fillers) * isz
 
-        bits = index_bits if index_bits is not None else sparse.choose_index_bits(raw_gaps, cost)
-        options.append((cost(*sparse.gap_histogram(raw_gaps, index_bits=bits)), mode, bits))
-    size, mode, bits = min(options)
+            bits = (
+                index_bits if index_bits is not None else sparse.choose_index_bits(raw_gaps, cost)
+            )
+            hist, fillers = sparse.gap_histogram(raw_gaps, index_bits=bits)
+            options.append((cost(hist, fillers), mode, bits, transposed))
+    size, mode, bits, transposed = min(options)
     if size + OVERHEAD >= numel * isz:
         return None
-    return _build(mode, bits, t, positions, values, codebook, inverse, L)
+    return _build(mode, bits, t, transposed, max_codebook=max_codebook, max_len=L)
 
 
 def _build(
-    mode: str,
-    bits: int,
-    t: torch.Tensor,
-    positions: np.ndarray,
-    values: torch.Tensor,
-    codebook: torch.Tensor,
-    inverse: torch.Tensor,
-    max_len: int,
+    mode: str, bits: int, t: torch.Tensor, transposed: bool, *, max_codebook: int, max_len: int
 ) -> CodedTensor:
+    flat = _scan(t, transposed)  # (numel,) in scan order
+    positions = torch.nonzero(flat).reshape(-1).numpy()  # (nnz,) sorted
+    values = flat[torch.from_numpy(positions)]  # (nnz,)
+    codebook, inverse = torch.unique(values, return_inverse=True)  # sorted distinct non-zeros
     parts: dict[str, np.ndarray] = {}
     nnz, numel = positions.size, t.numel()
     symbols = inverse.numpy().astype(np.int64) + 1  # (nnz,) 0 is the zero codeword
+    rice = -1
     if mode == "dense":
         entries, fillers = np.zeros(numel, dtype=np.int64), 0
         entries[positions] = symbols
@@ -207,11 +267,17 @@ def _build(
     else:
         lengths = huffman.code_lengths(np.bincount(entries, minlength=1), max_length=max_len)
         parts["codebook"] = _raw_bytes(codebook)
-        parts["index_table"] = _table(lengths)
+        parts["index_table"] = tables.pack_lengths(lengths)
         parts["index"] = huffman.encode(entries, lengths)
     if mode != "dense":
-        lengths = huffman.code_lengths(np.bincount(gaps, minlength=1), max_length=max_len)
-        parts["gap_table"] = _table(lengths)
+        hist = np.bincount(gaps, minlength=1 << bits)
+        _, rice = _gap_size(hist, max_len)
+        if rice >= 0:
+            lengths = tables.rice_lengths(1 << bits, k=rice)
+            parts["gap_table"] = np.zeros(0, dtype=np.uint8)
+        else:
+            lengths = huffman.code_lengths(hist, max_length=max_len)
+            parts["gap_table"] = tables.pack_lengths(lengths)
         parts["gaps"] = huffman.encode(gaps, lengths)
     blob = np.concatenate([p.astype(np.uint8) for p in parts.values()])
     return CodedTensor(
@@ -225,6 +291,8 @@ def _build(
         index_bits=0 if mode == "dense" else bits,
         parts={k: int(v.size) for k, v in parts.items()},
         blob=torch.from_numpy(blob),
+        rice=rice,
+        transposed=transposed and mode != "dense",
     )
 
 
@@ -235,13 +303,20 @@ def _int(meta: dict[str, Any], field: str, lo: int, hi: int) -> int:
     return value
 
 
-def decode_tensor(meta: dict[str, Any], blob: torch.Tensor) -> torch.Tensor:
+def decode_tensor(
+    meta: dict[str, Any], blob: torch.Tensor, *, version: int = CODEC_VERSION
+) -> torch.Tensor:
     """Rebuild the tensor that :func:`encode_tensor` coded (bit-exact values).
+
+    Args:
+        meta: its entry (:meth:`CodedTensor.meta`).
+        blob: its bytes.
+        version: the codec version of the file (1: byte tables, a checksum in every entry).
 
     Raises:
         ModelFileError: a malformed entry, a checksum mismatch or corrupt coded streams.
     """
-    mode, dtype = meta.get("mode"), meta.get("dtype")
+    mode, dtype = meta.get("mode"), meta.get("dtype", "float32" if version >= 2 else None)
     if mode not in PARTS or dtype not in DTYPES:
         raise ModelFileError(f"unknown coding mode {mode!r} or dtype {dtype!r}")
     shape = meta.get("shape")
@@ -257,12 +332,20 @@ def decode_tensor(meta: dict[str, Any], blob: torch.Tensor) -> torch.Tensor:
     n = {k: _int(sizes, k, 0, data.size) for k in sizes}
     if sum(n.values()) != data.size:
         raise ModelFileError(f"parts total {sum(n.values())} bytes, the blob has {data.size}")
-    if zlib.crc32(data.tobytes()) != meta.get("crc32"):
+    if (version < 2 or "crc32" in meta) and zlib.crc32(data.tobytes()) != meta.get("crc32"):
         raise ModelFileError("checksum mismatch: the coded bytes are corrupt")
     at = np.cumsum([0, *n.values()])
     part = {k: data[at[i] : at[i + 1]] for i, k in enumerate(n)}
     torch_dtype = DTYPES[dtype]
     isz = torch.empty(0, dtype=torch_dtype).element_size()
+    if mode == "raw":
+        if data.size != numel * isz:
+            raise ModelFileError(f"{data.size} raw bytes for {numel} elements of {dtype}")
+        return _from_bytes(data, torch_dtype).reshape(shape)
+
+    def lengths_of(name: str) -> np.ndarray:  # version 1: one byte per symbol
+        return tables.unpack_lengths(part[name]) if version >= 2 else part[name]
+
     entries = _int(meta, "entries", numel if mode == "dense" else 0, numel)
     if mode == "sparse_raw":
         if part["values"].size != entries * isz:
@@ -275,19 +358,29 @@ def decode_tensor(meta: dict[str, Any], blob: torch.Tensor) -> torch.Tensor:
         table = torch.cat(
             [torch.zeros(1, dtype=torch_dtype), _from_bytes(part["codebook"], torch_dtype)]
         )
-        symbols = huffman.decode(part["index"], part["index_table"], entries)
+        symbols = huffman.decode(part["index"], lengths_of("index_table"), entries)
         if symbols.size and int(symbols.max()) > k:
             raise ModelFileError(f"cluster index {int(symbols.max())} beyond {k} clusters")
         vals = table[torch.from_numpy(symbols)]
     if mode == "dense":
         return vals.reshape(shape)
     bits = _int(meta, "index_bits", 1, sparse.MAX_INDEX_BITS)
-    gaps = huffman.decode(part["gaps"], part["gap_table"], entries)
+    if "rice" in meta:
+        k = _int(meta, "rice", 0, max(tables.rice_ks(1 << bits), default=-1))
+        if part["gap_table"].size:
+            raise ModelFileError("a Rice-coded position stream has no table")
+        gap_lengths = tables.rice_lengths(1 << bits, k=k)
+    else:
+        gap_lengths = lengths_of("gap_table")
+    gaps = huffman.decode(part["gaps"], gap_lengths, entries)
     if gaps.size and int(gaps.max()) >= 1 << bits:
         raise ModelFileError(f"relative index {int(gaps.max())} needs more than {bits} bits")
+    transposed = meta.get("transposed", False) is True and len(shape) >= 2
+    scan = [shape[1], shape[0], *shape[2:]] if transposed else shape
     out = torch.zeros(numel, dtype=torch_dtype)
     out[torch.from_numpy(sparse.absolute_positions(gaps, numel=numel))] = vals
-    return out.reshape(shape)
+    out = out.reshape(scan)
+    return out.transpose(0, 1).contiguous() if transposed else out
 
 
 def _from_bytes(data: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
@@ -314,17 +407,45 @@ def decode_state(
             f"version {CODEC_VERSION} or older (upgrade torchshrink)"
         )
     coded = compression.get("tensors")
-    if not isinstance(coded, dict):
+    if not isinstance(coded, dict) or not all(isinstance(m, dict) for m in coded.values()):
         raise ModelFileError(f"'{where}': the Huffman codec entry has no 'tensors' dict")
-    out = dict(state)
+    blobs = _split_blob(compression, state, where=where) if version >= 2 else {}
+    out = {k: v for k, v in state.items() if k != EXTRA_PREFIX + CODEC}
     for key, meta in coded.items():
-        blob = state.get(EXTRA_PREFIX + extra_name(key))
-        if blob is None or not isinstance(meta, dict):
+        blob = blobs.get(key) if version >= 2 else state.get(EXTRA_PREFIX + extra_name(key))
+        if blob is None:
             raise ModelFileError(f"'{where}': the coded tensor '{key}' is missing or malformed")
         try:
-            out[key] = decode_tensor(meta, blob)
+            out[key] = decode_tensor(meta, blob, version=version)
         except ModelFileError as exc:
             raise ModelFileError(f"'{where}': coded tensor '{key}': {exc}") from None
+    return out
+
+
+def _split_blob(
+    compression: dict[str, Any], state: dict[str, torch.Tensor], *, where: str
+) -> dict[str, torch.Tensor]:
+    # Version 2: every coded tensor's bytes, in entry order, in the one blob EXTRA_PREFIX+CODEC.
+    blob = state.get(EXTRA_PREFIX + CODEC)
+    if blob is None or blob.dtype != torch.uint8 or blob.dim() != 1:
+        raise ModelFileError(f"'{where}': the Huffman-coded file has no blob tensor")
+    if zlib.crc32(blob.numpy().tobytes()) != compression.get("crc32"):
+        raise ModelFileError(f"'{where}': checksum mismatch: the coded bytes are corrupt")
+    out: dict[str, torch.Tensor] = {}
+    at = 0
+    for key, meta in compression["tensors"].items():
+        sizes = meta.get("parts")
+        if not isinstance(sizes, dict) or not all(
+            isinstance(v, int) and v >= 0 for v in sizes.values()
+        ):
+            raise ModelFileError(f"'{where}': coded tensor '{key}' has malformed parts")
+        n = sum(sizes.values())
+        out[key] = blob[at : at + n]
+        at += n
+    if at != blob.numel():
+        raise ModelFileError(
+            f"'{where}': the entries total {at} bytes, the blob has {blob.numel()}"
+        )
     return out
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from torchshrink.codec.packed import CODEC, extra_name
 from torchshrink.core.errors import ModelFileError
-from torchshrink.core.modelfile import EXTRA_PREFIX, read_header
+from torchshrink.core.modelfile import DOC_TENSOR, EXTRA_PREFIX, read_header
 from torchshrink.core.safeformat import read_file_header
 
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
@@ -60,8 +60,10 @@ class CompressedReport:
         position_bytes: Huffman-coded relative positions.
         value_bytes: raw non-zero values of sparse tensors without a codebook.
         table_bytes: Huffman code-length tables.
-        plain_bytes: tensors stored uncoded (biases, norms, ...).
-        header_bytes: safetensors header and JSON metadata (the rest of the file).
+        plain_bytes: tensors stored uncoded (biases, norms, ...: plain entries or ``raw``
+            entries of the blob).
+        header_bytes: safetensors header and JSON metadata (the rest of the file; for a
+            compact file the deflated document tensor too).
         tensors: one row per state-dict tensor.
     """
 
@@ -107,8 +109,12 @@ def inspect_compressed(path: str | Path) -> CompressedReport:
     if compression.get("codec") != CODEC or not isinstance(compression.get("tensors"), dict):
         raise ModelFileError(f"'{path}' is not a Huffman-coded model file")
     coded: dict[str, dict[str, Any]] = compression["tensors"]
-    entries = {k: v for k, v in read_file_header(path).items() if k != "__metadata__"}
-    blobs = {EXTRA_PREFIX + extra_name(k) for k in coded}
+    entries = {
+        k: v for k, v in read_file_header(path).items() if k not in ("__metadata__", DOC_TENSOR)
+    }
+    blobs = {EXTRA_PREFIX + extra_name(k) for k in coded} | {EXTRA_PREFIX + CODEC}
+    if compression.get("codec_version", 1) >= 2:  # coded tensors are not file entries
+        entries.update({k: {"data_offsets": [0, 0], "dtype": "-", "shape": []} for k in coded})
     kinds = dict.fromkeys(("index", "codebook", "gaps", "values", "tables"), 0)
     rows: list[TensorCoding] = []
     dense = plain = 0
@@ -119,6 +125,13 @@ def inspect_compressed(path: str | Path) -> CompressedReport:
         if key in coded:
             meta = coded[key]
             parts: dict[str, int] = meta["parts"]
+            if meta["mode"] == "raw":
+                plain += parts["values"]
+                dense += 4 * math.prod(meta["shape"])
+                rows.append(
+                    TensorCoding(key, "raw", tuple(meta["shape"]), -1, 0, 0, parts["values"])
+                )
+                continue
             for name, n in parts.items():
                 kinds["tables" if name.endswith("_table") else name] += n
             shape = tuple(meta["shape"])
@@ -130,8 +143,8 @@ def inspect_compressed(path: str | Path) -> CompressedReport:
                     meta["mode"],
                     shape,
                     int(meta.get("nonzeros", -1)),
-                    int(meta["clusters"]),
-                    int(meta["index_bits"]),
+                    int(meta.get("clusters", 0)),
+                    int(meta.get("index_bits", 0)),
                     stored,
                 )
             )

@@ -1,10 +1,14 @@
 """Save a pruned and / or weight-shared model as a Huffman-coded torchshrink model file.
 
 Every floating-point tensor of the ``state_dict`` with few distinct values and / or many zeros
-is coded (:mod:`.packed`); the rest stay plain. The blobs go into the ordinary model file as
-uint8 extra tensors, their layout into its ``compression`` dict, and each coded tensor itself
-is stored as an empty placeholder. :func:`torchshrink.load` decodes them (the ``huffman``
-decoder is found through :mod:`torchshrink.core.filehooks`), so no other file is needed.
+is coded (:mod:`.packed`); the other floating-point tensors (biases, norms) are kept raw, bit
+for bit. All their bytes go into the ordinary model file as **one** uint8 extra tensor (codec
+version 2), their layout and one CRC-32 into its ``compression`` dict; the state keys
+themselves are not stored, and the file is *compact* (its JSON document minified and deflated,
+the module record left out when the spec rebuilds it; :mod:`torchshrink.core.modelfile`), so
+that a small model's file is not mostly header. :func:`torchshrink.load` decodes it (the
+``huffman`` decoder is found through :mod:`torchshrink.core.filehooks`), and still reads
+version 1 files (one extra tensor and one placeholder per coded tensor, byte tables).
 
 Example:
     >>> import torch, torchshrink
@@ -22,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +35,7 @@ import torch
 from torch import nn
 
 from torchshrink.codec import huffman, sparse
-from torchshrink.codec.packed import CODEC, CODEC_VERSION, encode_tensor, extra_name
+from torchshrink.codec.packed import CODEC, CODEC_VERSION, DTYPES, encode_tensor, raw_tensor
 from torchshrink.codec.report import CompressedReport, inspect_compressed
 from torchshrink.core.errors import ConfigError
 from torchshrink.core.modelfile import load, save
@@ -69,8 +74,7 @@ def save_compressed(
 ) -> CompressedReport:
     """Write ``model`` as a Huffman-coded model file and return its size breakdown.
 
-    The model is not changed (its coded tensors are swapped for placeholders only while the
-    file is written). Values are stored bit for bit: ``torchshrink.load(path)`` restores
+    The model is not changed. Values are stored bit for bit: ``torchshrink.load(path)`` restores
     tensors that are ``torch.equal`` to the model's.
 
     Args:
@@ -99,8 +103,10 @@ def save_compressed(
         [('sparse_raw', 4)]
     """
     metadata = dict(metadata or {})
-    if {"codec", "codec_version", "tensors"} & set(metadata):
-        raise ConfigError("metadata may not use the keys 'codec', 'codec_version', 'tensors'")
+    if {"codec", "codec_version", "tensors", "crc32"} & set(metadata):
+        raise ConfigError(
+            "metadata may not use the keys 'codec', 'codec_version', 'tensors', 'crc32'"
+        )
     if not 1 <= max_code_length <= huffman.HARD_MAX_LENGTH:
         raise ConfigError(
             f"max_code_length must be in 1..{huffman.HARD_MAX_LENGTH}, got {max_code_length}"
@@ -112,22 +118,37 @@ def save_compressed(
     state = model.state_dict(keep_vars=True)
     shared = _shared_keys(state)
     coded: dict[str, Any] = {}
-    blobs: dict[str, torch.Tensor] = {}
+    blobs: list[torch.Tensor] = []
     for key, tensor in state.items():
         if key in shared or any(_matches(n, p) for n in _names(key) for p in ignore):
             continue
+        if str(tensor.dtype).removeprefix("torch.") not in DTYPES or tensor.numel() == 0:
+            continue  # integer buffers and empty tensors stay plain file entries
         result = encode_tensor(
             tensor.detach(),
             index_bits=_bits_for(key, index_bits),
             max_codebook=max_codebook,
             max_code_length=max_code_length,
-        )
-        if result is not None:
-            coded[key] = result.meta()
-            blobs[extra_name(key)] = result.blob
-    compression = {**metadata, "codec": CODEC, "codec_version": CODEC_VERSION, "tensors": coded}
-    with _placeholders(model, coded):
-        written = save(model, path, spec=spec, metadata=compression, tensors=blobs)
+        ) or raw_tensor(tensor)
+        coded[key] = result.meta()
+        blobs.append(result.blob)
+    blob = torch.cat(blobs) if blobs else torch.zeros(0, dtype=torch.uint8)
+    compression = {
+        **metadata,
+        "codec": CODEC,
+        "codec_version": CODEC_VERSION,
+        "crc32": zlib.crc32(blob.numpy().tobytes()),
+        "tensors": coded,
+    }
+    written = save(
+        model,
+        path,
+        spec=spec,
+        metadata=compression,
+        tensors={CODEC: blob},
+        omit=coded,
+        compact=True,
+    )
     return inspect_compressed(written)
 
 
@@ -153,26 +174,3 @@ def _shared_keys(state: Mapping[str, torch.Tensor]) -> set[str]:
             shared.update((key, seen[ptr]))
         seen[ptr] = key
     return shared
-
-
-class _placeholders:
-    """Swap the coded tensors of ``model`` for empty ones while the file is written."""
-
-    def __init__(self, model: nn.Module, keys: Iterable[str]) -> None:
-        self.model, self.keys = model, list(keys)
-        self.saved: list[tuple[nn.Module, str, bool, Any]] = []
-
-    def __enter__(self) -> None:
-        for key in self.keys:
-            module_name, _, attr = key.rpartition(".")
-            owner = self.model.get_submodule(module_name)
-            is_param = attr in owner._parameters
-            table: dict[str, Any] = owner._parameters if is_param else owner._buffers
-            old = table[attr]
-            self.saved.append((owner, attr, is_param, old))
-            empty = torch.empty(0, dtype=old.dtype)
-            table[attr] = nn.Parameter(empty, requires_grad=False) if is_param else empty
-
-    def __exit__(self, *exc: object) -> None:
-        for owner, attr, is_param, old in reversed(self.saved):
-            (owner._parameters if is_param else owner._buffers)[attr] = old

@@ -8,6 +8,12 @@ to keep); the safetensors ``__metadata__`` key ``torchshrink`` holds one JSON do
      "extra_tensors": [...], "compression": {...}, "torch": "2.x", "torchshrink": "0.x",
      "hf_config": {...}  # transformers models only}
 
+A *compact* file (``compact=True``, used by the Huffman codec) stores the same document
+minified and zlib-deflated in the uint8 tensor :data:`DOC_TENSOR`; the metadata then only holds
+``{"format": "torchshrink", "version": 2, "doc": DOC_TENSOR}``, ``"modules": "spec"`` stands for
+"exactly as the spec builds them", and state keys named in ``omit`` are not stored at all (the
+file's codec restores them). Version 1 files are read as before.
+
 Loading rebuilds the architecture from ``spec`` (a ``hf:`` model from ``hf_config``, so its
 folder is not needed), replays ``modules`` (shrunk layers, replaced layers; see
 :mod:`.modulestate`) and assigns the tensors. Only safetensors and JSON are parsed. Note that
@@ -25,6 +31,8 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +47,11 @@ from torchshrink.core.safeformat import parse_header, read_file_header, refuse_p
 from torchshrink.core.tensorpack import assign_state, pack_state, restore_ties
 
 FORMAT = "torchshrink"
-VERSION = 1
+VERSION = 2  # newest version read; plain files are still written as version 1
 META_KEY = "torchshrink"
 EXTRA_PREFIX = "extra/"
+DOC_TENSOR = "/doc"  # compact files: the deflated JSON document (no state key starts with "/")
+MAX_DOC_BYTES = 100_000_000  # an inflated document larger than this is refused
 
 
 def to_bytes(
@@ -50,6 +60,8 @@ def to_bytes(
     spec: ModelSpec | None = None,
     metadata: dict[str, Any] | None = None,
     tensors: dict[str, torch.Tensor] | None = None,
+    omit: Iterable[str] = (),
+    compact: bool = False,
 ) -> bytes:
     """Serialise ``model`` into the bytes of a torchshrink model file.
 
@@ -58,6 +70,8 @@ def to_bytes(
         spec: overrides / supplies the spec when the model has none.
         metadata: JSON-serialisable dict stored under ``"compression"``.
         tensors: extra tensors to store (read back with :func:`read_extra_tensors`).
+        omit: ``state_dict`` keys not to store (the codec named in ``metadata`` restores them).
+        compact: store the document deflated in a tensor (a version 2 file, for small files).
 
     Raises:
         ConfigError: no spec, or ``metadata`` / spec args that JSON cannot hold.
@@ -70,7 +84,9 @@ def to_bytes(
     """
     from safetensors.torch import save
 
-    state, meta = _prepare(model, spec=spec, metadata=metadata, tensors=tensors)
+    state, meta = _prepare(
+        model, spec=spec, metadata=metadata, tensors=tensors, omit=omit, compact=compact
+    )
     return save(state, metadata=meta)
 
 
@@ -81,6 +97,8 @@ def save(
     spec: ModelSpec | None = None,
     metadata: dict[str, Any] | None = None,
     tensors: dict[str, torch.Tensor] | None = None,
+    omit: Iterable[str] = (),
+    compact: bool = False,
 ) -> Path:
     """Write ``model`` to ``path`` as a torchshrink model file (atomically) and return the path.
 
@@ -97,7 +115,9 @@ def save(
     path = Path(path)
     if _rank() != 0:
         return path
-    state, meta = _prepare(model, spec=spec, metadata=metadata, tensors=tensors)
+    state, meta = _prepare(
+        model, spec=spec, metadata=metadata, tensors=tensors, omit=omit, compact=compact
+    )
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
     os.replace(tmp, path)
@@ -121,7 +141,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
         'zoo:lenet5'
     """
     path = Path(path)
-    return _document(read_file_header(path), where=str(path))
+    return _document(read_file_header(path), where=str(path), read=_file_reader(path))
 
 
 def load(path: str | Path) -> nn.Module:
@@ -139,7 +159,7 @@ def load(path: str | Path) -> nn.Module:
     from safetensors.torch import load_file
 
     path = Path(path)
-    doc = _document(read_file_header(path), where=str(path))
+    doc = _document(read_file_header(path), where=str(path), read=_file_reader(path))
     try:
         state = load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises its own error types
@@ -152,7 +172,8 @@ def from_bytes(data: bytes) -> nn.Module:
     from safetensors.torch import load as st_load
 
     refuse_pickled(data[:9], where="<bytes>")
-    doc = _document(parse_header(data, total_size=len(data), where="<bytes>"), where="<bytes>")
+    header = parse_header(data, total_size=len(data), where="<bytes>")
+    doc = _document(header, where="<bytes>", read=lambda a, b: data[a:b])
     try:
         state = st_load(data)
     except Exception as exc:  # safetensors raises its own error types
@@ -165,7 +186,7 @@ def read_extra_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
     path = Path(path)
-    doc = _document(read_file_header(path), where=str(path))
+    doc = _document(read_file_header(path), where=str(path), read=_file_reader(path))
     with safe_open(str(path), framework="pt", device="cpu") as f:
         return {name: f.get_tensor(EXTRA_PREFIX + name) for name in doc.get("extra_tensors", [])}
 
@@ -176,6 +197,8 @@ def _prepare(
     spec: ModelSpec | None,
     metadata: dict[str, Any] | None,
     tensors: dict[str, torch.Tensor] | None,
+    omit: Iterable[str] = (),
+    compact: bool = False,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     import torchshrink
     from torchshrink.core.hfmodel import hf_config_dict
@@ -187,13 +210,14 @@ def _prepare(
             "torchshrink.load_model('zoo:NAME' | 'file.py:factory' | 'hf:DIR'), or pass "
             "spec=ModelSpec(ref=..., args={...}) to save"
         )
-    state, ties = pack_state(model.state_dict())
+    skip = set(omit)
+    state, ties = pack_state({k: v for k, v in model.state_dict().items() if k not in skip})
     extras = dict(tensors or {})
     for name, t in extras.items():
         state[EXTRA_PREFIX + name] = t.detach().cpu().contiguous().clone()
     doc: dict[str, Any] = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": 1,  # compact files are version 2; plain ones stay readable by older code
         "spec": spec.model_dump(mode="json"),
         "modules": record_modules(model),
         "ties": ties,
@@ -204,14 +228,74 @@ def _prepare(
     }
     if spec.ref.startswith("hf:"):
         doc["hf_config"] = hf_config_dict(model)
+    if compact:
+        doc["version"] = 2
+        if not ties:
+            del doc["ties"]
+        if not spec.ref.startswith("hf:") and _modules_as_built(spec, doc["modules"]):
+            doc["modules"] = "spec"
     try:
-        text = json.dumps(doc, allow_nan=True)
+        text = json.dumps(doc, allow_nan=True, separators=(",", ":") if compact else None)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model file metadata must be JSON-serialisable: {exc}") from exc
-    return state, {META_KEY: text}
+    if not compact:
+        return state, {META_KEY: text}
+    state[DOC_TENSOR] = torch.frombuffer(
+        bytearray(zlib.compress(text.encode(), 9)), dtype=torch.uint8
+    )
+    pointer = {"format": FORMAT, "version": 2, "doc": DOC_TENSOR}
+    return state, {META_KEY: json.dumps(pointer, separators=(",", ":"))}
 
 
-def _document(header: dict[str, Any], *, where: str) -> dict[str, Any]:
+def _modules_as_built(spec: ModelSpec, modules: dict[str, Any]) -> bool:
+    # True when the spec alone rebuilds exactly these modules, so the record can be dropped.
+    from torchshrink.core.modelref import build_from_spec
+
+    try:
+        fresh = build_from_spec(spec)
+    except Exception:  # a spec that cannot be rebuilt here keeps its full record
+        return False
+    return bool(record_modules(fresh) == modules)
+
+
+def _file_reader(path: Path) -> Callable[[int, int], bytes]:
+    def read(start: int, stop: int) -> bytes:
+        with path.open("rb") as f:
+            f.seek(start)
+            return f.read(stop - start)
+
+    return read
+
+
+def _inflate_document(
+    header: dict[str, Any],
+    pointer: dict[str, Any],
+    *,
+    where: str,
+    read: Callable[[int, int], bytes],
+) -> Any:
+    # A compact file: the document is the deflated bytes of the tensor the pointer names.
+    entry = header.get(pointer.get("doc"))
+    offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+    if not isinstance(offsets, list) or len(offsets) != 2 or entry.get("dtype") != "U8":
+        raise ModelFileError(f"'{where}': the compact model file has no document tensor")
+    start = 8 + int.from_bytes(read(0, 8), "little")  # the tensor data follows the header
+    raw = read(start + int(offsets[0]), start + int(offsets[1]))
+    try:
+        inflater = zlib.decompressobj()
+        text = inflater.decompress(raw, MAX_DOC_BYTES)
+        if inflater.unconsumed_tail or not inflater.eof:
+            raise zlib.error("incomplete or oversized document")
+        return json.loads(text.decode("utf-8"))
+    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(
+            f"'{where}': the compact model file's document is corrupt ({exc})"
+        ) from None
+
+
+def _document(
+    header: dict[str, Any], *, where: str, read: Callable[[int, int], bytes]
+) -> dict[str, Any]:
     meta = header.get("__metadata__") or {}
     if META_KEY not in meta:
         raise ModelFileError(
@@ -225,6 +309,8 @@ def _document(header: dict[str, Any], *, where: str) -> dict[str, Any]:
         raise ModelFileError(
             f"'{where}': the torchshrink metadata is not valid JSON: {exc}"
         ) from None
+    if isinstance(doc, dict) and doc.get("format") == FORMAT and "doc" in doc:
+        doc = _inflate_document(header, doc, where=where, read=read)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ModelFileError(f"'{where}': the torchshrink metadata is malformed (no format field)")
     version = doc.get("version")
@@ -233,7 +319,9 @@ def _document(header: dict[str, Any], *, where: str) -> dict[str, Any]:
             f"'{where}' has model file version {version!r}; this torchshrink reads version "
             f"{VERSION} or older (upgrade torchshrink)"
         )
-    if not isinstance(doc.get("modules"), dict):
+    if not isinstance(doc.get("modules"), dict) and not (
+        version >= 2 and doc.get("modules") == "spec"
+    ):
         raise ModelFileError(f"'{where}': the torchshrink metadata is malformed (no modules)")
     return doc
 
@@ -255,8 +343,9 @@ def _rebuild(doc: dict[str, Any], state: dict[str, torch.Tensor], *, where: str)
         from torchshrink.core.modelref import build_from_spec
 
         model = build_from_spec(spec)
-    apply_modules(model, doc["modules"])
-    weights = {k: v for k, v in state.items() if not k.startswith(EXTRA_PREFIX)}
+    if doc["modules"] != "spec":  # "spec": the modules are exactly as the spec builds them
+        apply_modules(model, doc["modules"])
+    weights = {k: v for k, v in state.items() if not k.startswith(EXTRA_PREFIX) and k != DOC_TENSOR}
     ties = dict(doc.get("ties") or {})
     assign_state(model, weights, ties=ties, where=where)
     restore_ties(model, ties)

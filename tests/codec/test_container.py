@@ -1,0 +1,104 @@
+"""The compact container of codec version 2, and version 1 files that must still load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+import torchshrink
+from torchshrink.codec import inspect_compressed, save_compressed
+from torchshrink.core.errors import ModelFileError
+from torchshrink.core.modelfile import (
+    DOC_TENSOR,
+    META_KEY,
+    from_bytes,
+    read_header,
+    to_bytes,
+)
+
+DATA = Path(__file__).parent / "data"
+
+
+def _clustered_lenet300() -> nn.Module:
+    torch.manual_seed(0)
+    m = torchshrink.load_model("zoo:lenet300")
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.round(p * 32) / 32 * (torch.rand_like(p) < 0.05))
+    return m
+
+
+def test_version_1_file_still_loads_bit_exactly() -> None:
+    old = DATA / "v1_lenet300_small.ts"  # written by codec version 1 (one blob per tensor)
+    assert read_header(old)["compression"]["codec_version"] == 1
+    model = torchshrink.load(old)
+    plain = torchshrink.load(DATA / "v1_lenet300_small_plain.safetensors")
+    assert list(model.state_dict()) == list(plain.state_dict())
+    for key, value in plain.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    report = inspect_compressed(old)
+    assert sum(report.breakdown().values()) == report.file_bytes == old.stat().st_size
+    assert {t.key: t.mode for t in report.tensors}["fc1.weight"] == "sparse"
+
+
+def test_compact_file_header_and_round_trip(tmp_path: Path) -> None:
+    model = _clustered_lenet300()
+    report = save_compressed(model, tmp_path / "c.ts")
+    doc = read_header(report.path)
+    assert doc["version"] == 2 and doc["modules"] == "spec"
+    assert doc["compression"]["codec_version"] == 2
+    with safe_open(str(report.path), framework="pt") as f:
+        assert sorted(f.keys()) == [DOC_TENSOR, "extra/huffman"]  # no per-tensor entries
+    assert report.header_bytes < 700  # was ~2.7 KB with a verbose JSON header
+    assert report.plain_bytes == 4 * (300 + 100 + 10)  # the biases, raw in the blob
+    back = torchshrink.load(report.path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+    plain = torchshrink.save(model, tmp_path / "plain.safetensors")
+    assert read_header(plain)["version"] == 1  # plain files keep the version 1 layout
+
+
+def test_changed_architecture_keeps_its_module_record(tmp_path: Path) -> None:
+    model = _clustered_lenet300()
+    model.fc3 = nn.Sequential(nn.Linear(100, 4), nn.Linear(4, 10))  # factorized: not the spec's
+    report = save_compressed(model, tmp_path / "c.ts")
+    modules = read_header(report.path)["modules"]
+    assert modules["fc3.0"]["attrs"]["out_features"] == 4
+    back = torchshrink.load(report.path)
+    assert isinstance(back.fc3, nn.Sequential)
+    for key, value in model.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+
+
+def test_compact_bytes_round_trip() -> None:
+    model = _clustered_lenet300()
+    data = to_bytes(model, compact=True)
+    assert len(data) < len(to_bytes(model))  # the deflated document is smaller
+    assert torch.equal(from_bytes(data).fc2.weight, model.fc2.weight)
+
+
+def test_corrupt_document_raises(tmp_path: Path) -> None:
+    report = save_compressed(_clustered_lenet300(), tmp_path / "c.ts")
+    with safe_open(str(report.path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    doc = tensors[DOC_TENSOR].clone()
+    doc[len(doc) // 2] ^= 0xFF
+    save_file({**tensors, DOC_TENSOR: doc}, str(tmp_path / "bad.ts"), metadata=meta)
+    with pytest.raises(ModelFileError, match="document is corrupt"):
+        torchshrink.load(tmp_path / "bad.ts")
+    pointer = json.loads(meta[META_KEY])
+    save_file(
+        tensors,
+        str(tmp_path / "nodoc.ts"),
+        metadata={META_KEY: json.dumps({**pointer, "doc": "missing"})},
+    )
+    with pytest.raises(ModelFileError, match="has no document tensor"):
+        read_header(tmp_path / "nodoc.ts")
