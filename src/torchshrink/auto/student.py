@@ -21,7 +21,7 @@ Example:
     >>> cfg = StudentConfig(teacher="zoo:lenet300", teacher_args={"input_size": 8},
     ...     student="zoo:lenet300", data="digits", train={"epochs": 2, "show_progress": False},
     ...     trials=2, val_size=200, widths=(0.1, 0.2), depths=(1.0,), max_accuracy_drop=0.5,
-    ...     trial_train={"epochs": 1, "show_progress": False}, final_train=None)
+    ...     trial_train={"epochs": 3, "batch_size": 32, "show_progress": False}, final_train=None)
     >>> import tempfile
     >>> res = run_student_search(cfg, tempfile.mkdtemp())
     >>> res.trials, res.chosen is not None
@@ -217,6 +217,7 @@ def _finish(
         "chosen_args": args if chosen else None,
         "closest": closest["number"] if closest else None,
         "failed_trials": c.get("FAIL", 0),
+        "failures": _failures(study),
         "study": config.study_name,
         "storage": storage_url(cast(Any, config), out),
         "space": space.to_dict(),
@@ -229,6 +230,15 @@ def _finish(
         out, run_json, html, base_val, records, model_path, doc["final"], teacher_profile,
         chosen=doc["search"]["chosen"], closest=closest,
     )  # fmt: skip
+
+
+def _failures(study: Any) -> list[dict[str, Any]]:
+    # Why candidates failed (e.g. a diverging distillation), so the message can say it.
+    return [
+        {"number": t.number, "params": dict(t.params), "error": t.user_attrs["error"]}
+        for t in study.get_trials(deepcopy=False)
+        if t.state.name == "FAIL" and "error" in t.user_attrs
+    ]
 
 
 def _first_params(space: StudentSpace) -> dict[str, float]:

@@ -250,15 +250,11 @@ def _student(
     """``auto TEACHER --student zoo:NAME``: the student search and its summary."""
     from torchshrink.auto import BudgetNotMetError
     from torchshrink.auto.student import run_student_search
-    from torchshrink.auto.student_config import StudentConfig
+    from torchshrink.auto.student_config import StudentConfig, student_train
     from torchshrink.distill.distiller import DistillConfig
     from torchshrink.train.config import TrainConfig
 
-    def student_train(epochs: int) -> TrainConfig:
-        return TrainConfig(
-            epochs=epochs, batch_size=64, lr=0.05 if trial_lr is None else trial_lr,
-            nesterov=True, schedule="cosine", show_progress=False,
-        )  # fmt: skip
+    lr = {} if trial_lr is None else {"lr": trial_lr}
 
     config = StudentConfig(
         teacher=teacher,
@@ -283,8 +279,8 @@ def _student(
         widths=_floats("--widths", widths),
         depths=_floats("--depths", depths),
         distill=DistillConfig(temperature=temperature, alpha=alpha),
-        trial_train=student_train(3 if trial_epochs is None else trial_epochs),
-        final_train=student_train(10 if final_epochs is None else final_epochs),
+        trial_train=student_train(3 if trial_epochs is None else trial_epochs, **lr),
+        final_train=student_train(10 if final_epochs is None else final_epochs, **lr),
         threads=threads,
         search_only=search_only,
     )
@@ -310,7 +306,9 @@ def _student(
     if search_only:
         return
     if res.chosen is None:
-        raise BudgetNotMetError(res.budget_message(config.max_accuracy_drop))
+        failed = (doc.get("search") or {}).get("failures") or []
+        why = f"; trial #{failed[0]['number']} failed: {failed[0]['error']}" if failed else ""
+        raise BudgetNotMetError(res.budget_message(config.max_accuracy_drop) + why)
     if not json_out:
         b, f = res.baseline, res.final
         mult = ", ".join(f"{k}={v:g}" for k, v in (args or {}).items() if k in ("width", "depth"))
