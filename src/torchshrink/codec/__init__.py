@@ -5,6 +5,10 @@ positions of the non-zeros as relative indices (Deep Compression's filler trick)
 Huffman-coded (canonical codes, vectorised with numpy), inside the ordinary torchshrink model
 file. :func:`torchshrink.load` restores it bit-exactly without any other file.
 
+Codec version 2 keeps the fixed overhead small: one blob for all tensors, packed code-length
+tables (:mod:`.tables`), a table-free Rice code or a transposed scan for positions where that
+is smaller, and a compact container (deflated JSON document). Version 1 files still load.
+
 The codec works on any model whose tensors have few distinct values and / or many zeros; it
 does not depend on how they got that way (:mod:`torchshrink.cluster`, pruning, quantization).
 
@@ -25,7 +29,7 @@ Example:
 from __future__ import annotations
 
 from torchshrink.codec.huffman import canonical_codes, code_lengths, decode, encode, kraft_sum
-from torchshrink.codec.packed import CodedTensor, decode_tensor, encode_tensor
+from torchshrink.codec.packed import CodedTensor, decode_tensor, encode_tensor, raw_tensor
 from torchshrink.codec.report import CompressedReport, TensorCoding, inspect_compressed
 from torchshrink.codec.save import load_compressed, save_compressed
 from torchshrink.codec.sparse import absolute_positions, choose_index_bits, relative_indices
@@ -45,6 +49,7 @@ __all__ = [
     "inspect_compressed",
     "kraft_sum",
     "load_compressed",
+    "raw_tensor",
     "relative_indices",
     "save_compressed",
 ]

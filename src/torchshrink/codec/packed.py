@@ -108,7 +108,7 @@ class CodedTensor:
     def meta(self) -> dict[str, Any]:
         """The JSON entry stored in the file's ``compression`` dict (version 2).
 
-        The checksum covers the file's whole blob (:mod:`.container`), not each tensor.
+        The checksum covers the file's whole blob (:func:`decode_state`), not each tensor.
         """
         out: dict[str, Any] = {"mode": self.mode, "shape": list(self.shape)}
         if self.dtype != "float32":

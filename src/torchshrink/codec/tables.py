@@ -16,7 +16,7 @@ Example:
     >>> import numpy as np
     >>> packed = pack_lengths(np.array([1, 2, 3, 3, 0, 0]))
     >>> packed.size, unpack_lengths(packed).tolist()
-    (4, [1, 2, 3, 3])
+    (3, [1, 2, 3, 3])
     >>> rice_lengths(8, k=1).tolist()
     [2, 2, 3, 3, 4, 4, 5, 5]
 """

@@ -275,9 +275,11 @@ def _inflate_document(
     read: Callable[[int, int], bytes],
 ) -> Any:
     # A compact file: the document is the deflated bytes of the tensor the pointer names.
-    entry = header.get(pointer.get("doc"))
-    offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-    if not isinstance(offsets, list) or len(offsets) != 2 or entry.get("dtype") != "U8":
+    entry = header.get(str(pointer.get("doc")))
+    if not isinstance(entry, dict) or entry.get("dtype") != "U8":
+        entry = {}
+    offsets = entry.get("data_offsets")
+    if not isinstance(offsets, list) or len(offsets) != 2:
         raise ModelFileError(f"'{where}': the compact model file has no document tensor")
     start = 8 + int.from_bytes(read(0, 8), "little")  # the tensor data follows the header
     raw = read(start + int(offsets[0]), start + int(offsets[1]))
