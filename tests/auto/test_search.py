@@ -14,7 +14,7 @@ import optuna
 import pytest
 
 from torchshrink.auto import run_auto
-from torchshrink.auto.search import counts, open_study, recover_stale
+from torchshrink.auto.search import _same_params, counts, open_study, recover_stale
 from torchshrink.cli.app import main
 
 
@@ -61,6 +61,25 @@ def test_recover_stale_fails_and_requeues_running_trials(tmp_path: Path) -> None
         "prune:fc1": study.trials[0].params["prune:fc1"]
     }
     assert study.trials[t.number].user_attrs["lost"] is True
+
+
+def test_a_candidate_that_failed_is_not_built_again_but_a_lost_one_is(tmp_path: Path) -> None:
+    study = open_study(f"sqlite:///{tmp_path}/s.db", "fails")
+    failed = study.ask()
+    failed.suggest_categorical("prune:fc1", [0.0, 0.5])
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    params = dict(study.trials[failed.number].params)
+    nxt = study.ask()
+    assert _same_params(study, params, nxt.number) == failed.number
+    other = {"prune:fc1": 0.5 if params["prune:fc1"] == 0.0 else 0.0}
+    assert _same_params(study, other, nxt.number) is None
+    # a trial lost to a killed run did not fail: its re-run is not a duplicate of it
+    study2 = open_study(f"sqlite:///{tmp_path}/s2.db", "lost")
+    lost = study2.ask()
+    lost.suggest_categorical("prune:fc1", [0.0, 0.5])
+    assert recover_stale(study2, all_running=True, stale_after=0) == [lost.number]
+    retry = study2.ask()
+    assert _same_params(study2, dict(study2.trials[lost.number].params), retry.number) is None
 
 
 def _complete_in_db(db: Path) -> int:

@@ -8,7 +8,7 @@ asks only while ``COMPLETE + RUNNING < trials``: so the workers of one machine f
 Failed trials (an exception while building a candidate) do not count; a worker gives up
 once ``trials`` of them have failed. A sampled candidate equal to a finished (or running) one
 is told PRUNED with ``duplicate_of`` and does not count either: each complete trial is a
-distinct candidate.
+distinct candidate. So is one equal to a candidate that failed to build (it would fail again).
 
 A killed search leaves RUNNING trials behind. :func:`recover_stale` marks them FAIL and
 enqueues their parameters again, so the resumed search re-runs exactly those candidates. With
@@ -182,9 +182,16 @@ def work(spec: WorkerSpec) -> int:
 
 
 def _same_params(study: Any, params: dict[str, Any], number: int) -> int | None:
-    # A candidate already finished or being built elsewhere (the caller holds the lock).
+    # A candidate already finished, being built elsewhere, or that failed to build (the
+    # caller holds the lock). A failed one is not built again: the sampler keeps proposing a
+    # candidate it has no value for, and each retry fails the same way (e.g. a NaN loss).
+    # A trial lost to a killed run is the exception: it did not fail, it is re-run.
     for t in study.get_trials(deepcopy=False):
-        if t.number != number and t.state.name in ("COMPLETE", "RUNNING") and t.params == params:
+        if t.number == number or t.params != params:
+            continue
+        if t.state.name in ("COMPLETE", "RUNNING") or (
+            t.state.name == "FAIL" and not t.user_attrs.get("lost")
+        ):
             return int(t.number)
     return None
 
