@@ -10,6 +10,10 @@ error, then:
   optimised graph, and latency at batch 1 and 64 with one thread: torch eager fp32, ORT fp32,
   ORT int8 and ORT int8 without the residual-add Q/DQ (``ort_int8_float_adds``, the previous
   export), timed round-robin (``deploy.timing.interleaved_times``; medians, and ratios);
+- ``torch_static_int8``: PyTorch-native static int8 (``deploy.backends`` candidate: torch.ao FX
+  on the x86 engine, the same number of calibration images), its test error, agreement with
+  fp32, the census of ops that ran on int8 tensors / fell back to float, and its latency in
+  the same interleaved rounds (``speedup_vs_torch_eager_fp32``);
 - ``w4_ptq`` / ``w4_qat``: 4-bit per-channel weights, PTQ and QAT (LSQ, ``quantize.qat``);
 - ``ternary_qat`` / ``binary_qat``: QAT with the first and last layers kept at 8 bits (per
   channel), which the JSON says under ``kept_8bit``;
@@ -34,6 +38,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +47,11 @@ import torch
 from _common import machine_info
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Subset
 
 import torchshrink
 from torchshrink.core.databundle import DataBundle
+from torchshrink.deploy.backends import BACKENDS, BuildContext, Built
 from torchshrink.deploy.onnx_export import export_onnx
 from torchshrink.deploy.ort_session import OrtSession
 from torchshrink.deploy.timing import interleaved_times
@@ -94,8 +100,33 @@ def ort_agreement(q: nn.Module, sess: OrtSession, data: DataBundle) -> dict[str,
     return {"top1_agreement": agree / n, "max_abs_logit_diff": max_diff}
 
 
+def torch_int8_record(built: Built, model: nn.Module, data: DataBundle) -> dict[str, Any]:
+    """Test error of a torch candidate, and its top-1 agreement / logit gap to fp32."""
+    wrong, agree, max_diff, n = 0, 0, 0.0, 0
+    with torch.no_grad():
+        for xb, yb in data.loader("test", batch_size=500):
+            ref, out = model(xb), built.run(xb)
+            wrong += int((out.argmax(1) != yb).sum())
+            agree += int((out.argmax(1) == ref.argmax(1)).sum())
+            max_diff = max(max_diff, float((out - ref).abs().max()))
+            n += xb.shape[0]
+    return {
+        "test_error": wrong / n,
+        "vs_fp32": {"top1_agreement": agree / n, "max_abs_logit_diff": max_diff},
+        "int8_ops": built.low_precision,
+        "float_ops": built.float_ops,
+        "note": built.note,
+    }
+
+
 def latency(
-    fp32: nn.Module, paths: dict[str, Path], data: DataBundle, *, threads: int, rounds: int
+    fp32: nn.Module,
+    paths: dict[str, Path],
+    data: DataBundle,
+    *,
+    threads: int,
+    rounds: int,
+    torch_fns: dict[str, Callable[[torch.Tensor], Any]] | None = None,
 ) -> dict[str, Any]:
     """Per batch size: median ms of each candidate (interleaved) and speedups over fp32."""
     torch.set_num_threads(threads)
@@ -105,6 +136,7 @@ def latency(
         x = data.example_inputs(batch)  # (B, 1, 28, 28)
         xn = x.numpy()
         fns = {"torch_eager_fp32": lambda x=x: fp32(x)}
+        fns.update({k: (lambda f=f, x=x: f(x)) for k, f in (torch_fns or {}).items()})
         fns.update({k: (lambda s=s, xn=xn: s.run_numpy(xn)) for k, s in sessions.items()})
         t = interleaved_times(fns, rounds=rounds if batch == 1 else max(5, rounds // 3), warmup=3)
         med = {k: v.median_ms for k, v in t.items()}
@@ -114,6 +146,7 @@ def latency(
             "int8_speedup_vs_ort_fp32": med["ort_fp32"] / med["ort_int8"],
             "int8_speedup_vs_torch_eager_fp32": med["torch_eager_fp32"] / med["ort_int8"],
             "speedup_vs_ort_fp32": {k: med["ort_fp32"] / v for k, v in med.items()},
+            "speedup_vs_torch_eager_fp32": {k: med["torch_eager_fp32"] / v for k, v in med.items()},
         }
     return out
 
@@ -190,8 +223,26 @@ def run_model(name: str, data: DataBundle, args: argparse.Namespace, tmp: Path) 
         rec["int8_ptq"]["ort_minus_fp32_points"] <= TARGET_POINTS["int8"] + 1e-9
         and rec["int8_ptq"]["minus_fp32_points"] <= TARGET_POINTS["int8"] + 1e-9
     )
+    # PyTorch-native static int8 (torch.ao FX, x86 engine), same calibration images as int8_ptq
+    t0 = time.perf_counter()
+    # the images ptq.quantize calibrates on (DataBundle.calibration), in batches of 64
+    calib_set = train_data.calibration(args.calibration)
+    calib = tuple(xb for xb, _ in DataLoader(calib_set, batch_size=64, shuffle=False))
+    ctx = BuildContext(model, x1, threads=args.threads, calibration=calib)
+    t8 = BACKENDS["torch_static_int8"](ctx)
+    rec["torch_static_int8"] = {
+        **torch_int8_record(t8, model, data),
+        "build_seconds": time.perf_counter() - t0,
+        "calibration_images": sum(int(c.shape[0]) for c in calib),
+    }
+    err = rec["torch_static_int8"]["test_error"]
+    rec["torch_static_int8"]["minus_fp32_points"] = 100 * (err - fp32_err)
+    print(name, "torch_static_int8", json.dumps(rec["torch_static_int8"]), flush=True)
     rec["latency_threads"] = args.threads
-    rec["latency"] = latency(model, paths, data, threads=args.threads, rounds=args.rounds)
+    rec["latency"] = latency(
+        model, paths, data, threads=args.threads, rounds=args.rounds,
+        torch_fns={"torch_static_int8": t8.run},
+    )  # fmt: skip
     print(name, "latency", json.dumps(rec["latency"]), flush=True)
     if args.int8_only:
         return rec
