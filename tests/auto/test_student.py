@@ -76,13 +76,20 @@ def test_space_keeps_only_the_family_axes() -> None:
     assert space.axes == {"width": (0.25, 1.0)} and space.size == 2
 
 
-def test_search_distils_records_front_and_chooses_a_smaller_student(
+def test_search_resumes_distils_records_front_and_chooses_a_smaller_student(
     tmp_path: Path, teacher_file: Path
 ) -> None:
+    first = run_student_search(config(teacher_file, trials=2), tmp_path)
+    before = json.loads((tmp_path / "run.json").read_text())["search"]["trials"]
+    # the same folder again with more trials: the study is topped up, nothing is redone
     res = run_student_search(config(teacher_file), tmp_path)
     run = json.loads((tmp_path / "run.json").read_text())
     search = run["search"]
     trials = search["trials"]
+    assert (first.trials, res.trials) == (2, 3)
+    assert [(t["number"], t["accuracy"]) for t in trials[:2]] == [
+        (t["number"], t["accuracy"]) for t in before
+    ]
     assert (search["mode"], search["objective"], search["budget"], len(trials)) == (
         "student", "size", 0.2, 3,
     )  # fmt: skip
