@@ -71,8 +71,9 @@ class AutoConfig(BaseModel):
             most ``max_accuracy_drop + promote_slack`` (short fine-tunes under-rate sparse
             candidates).
         distill: distil from the dense baseline (soft targets, ``alpha`` / ``temperature`` of
-            :class:`DistillConfig`) during every pruning and centroid fine-tune of the trials,
-            the promoted candidates and the final model. ``None`` trains on the labels only.
+            :class:`DistillConfig`) during the pruning fine-tune of the trials, the promoted
+            candidates and the final model (not the centroid fine-tune: see
+            :func:`~torchshrink.auto.objective.build_candidate`). ``None``: labels only.
         promote_train_size: training samples of a promoted candidate's fine-tune (``None``:
             every training sample that is not held out).
         latency_repeats: timed forward passes per latency measurement (median used).
