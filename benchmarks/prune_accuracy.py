@@ -1,9 +1,20 @@
 """Benchmark: pruning accuracy on MNIST against the dense baseline, trained in the same run.
 
-1. LeNet-300-100, unstructured magnitude pruning to 8% of the weights with Han et al.'s
-   per-layer fractions (fc1 8%, fc2 9%, fc3 26% kept), AGP (the sparsity rises gradually over
-   the first 75% of one long fine-tuning run) with distillation from the dense model (soft
-   targets, alpha 0.7, T 4) and label smoothing. Target: test error within 0.1 points of dense.
+1. LeNet-300-100, unstructured magnitude pruning to 8% of the weights (7.99%: fc1 7.78%,
+   fc2 9%, fc3 26% kept, Han et al.'s per-layer fractions with fc1 a little sparser), with
+   fine-tuning and distillation from the dense model. Target: test error within 0.1 points
+   of dense. Protocol: 5,000 training images are held out (fixed split seed); the dense
+   baseline (``lenet-mnist`` preset, 15 epochs, as before) and every pruned model train on
+   the other 55,000. The fine-tuning schedule is chosen on the held-out images (seed 0) among
+   ``CANDIDATES`` (AGP as before; weight decay off with AGP finishing at 50% of the run, i.e.
+   a longer final fine-tune; Han-style iterative pruning, 3 prune + retrain rounds with a
+   fresh cosine learning rate each). Then dense and pruned are run for seeds 0, 1, 2 and
+   judged on the 10k test split (mean and each seed). LeNet-300-100 has no dropout layer, so
+   Han et al.'s dropout adjustment does not apply. Recorded (1 thread, load 8-11, 27 min):
+   validation error, dense 1.22%: AGP as before 1.66%, weight decay off + AGP done at 50%
+   1.56% (chosen), iterative 1.66%. Test, seeds 0 / 1 / 2: dense 1.32 / 1.27 / 1.31%, pruned
+   1.44 / 1.38 / 1.37%, +0.12 / +0.11 / +0.06 points: mean +0.097, within 0.1 on the mean
+   but for only one seed of three (one test image is 0.01 points).
 2. LeNet-5, 50% of conv channels and fc1 neurons physically removed (L1 group importance,
    one-shot + fine-tune). Target: test error within 0.2 points of dense; the real latency
    speedup (batch 64, 2 threads, median of repeats) is reported beside the MAC reduction.
@@ -11,7 +22,8 @@
 Writes ``benchmarks/results/prune_accuracy.json`` (config, machine, versions, metrics).
 
 Run:  python benchmarks/prune_accuracy.py [--data PATH] [--epochs N] [--finetune-epochs N]
-      [--lenet300-finetune-epochs N] [--only lenet300|lenet5] [--threads N]
+      [--seeds 0 1 2] [--candidates 0,2,5] [--scale F] [--only lenet300|lenet5]
+      [--threads N] [--limit N (smoke runs)]
 With ``--only``, the other model's entry already in the JSON is kept.
 """
 
@@ -20,14 +32,20 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
+import statistics
+import sys
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from _common import machine_info
+from torch.utils.data import TensorDataset
 
 import torchshrink
+from torchshrink.core.databundle import DataBundle
 from torchshrink.core.zoo import create_zoo_model
 from torchshrink.distill import DistillConfig, distill_loss_terms
 from torchshrink.measure.accuracy import evaluate
@@ -53,66 +71,206 @@ def _latency(model: torch.nn.Module, x: torch.Tensor) -> float:
 # Fractions removed. Han et al.'s kept 8% / 9% / 26% is 8.18% of all weights; fc1 a little
 # sparser makes it 7.99%.
 RATIOS = {"fc1": 0.9222, "fc2": 0.91, "fc3": 0.74}
-KD = DistillConfig(alpha=0.7, temperature=4.0)
+VAL_SIZE = 5000
+SPLIT_SEED = 1234
 
 
-def lenet300(
-    data: Any,
-    epochs: int,
-    ft_epochs: int,
-    threads: int,
-    *,
-    ratios: dict[str, float],
-    weights: str | None = None,
-) -> dict[str, Any]:
-    torch.manual_seed(0)
+def split_validation(data: DataBundle) -> tuple[DataBundle, DataBundle]:
+    """``(55k train / 5k validation, 55k train / test)``: the 5k are held out of training."""
+    x, y = data.train.tensors  # type: ignore[attr-defined]
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    n_val = min(VAL_SIZE, len(y) // 5)  # smaller only for --limit smoke runs
+    val, tr = idx[:n_val], idx[n_val:]
+    train_ds = TensorDataset(x[tr], y[tr])
+    meta = {**data.meta, "validation": f"{VAL_SIZE} held out, split seed {SPLIT_SEED}"}
+    select = replace(data, train=train_ds, test=TensorDataset(x[val], y[val]), meta=meta)
+    return select, replace(data, train=train_ds, meta=meta)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One fine-tuning schedule for the 8% run (all share the ratios and the dense model)."""
+
+    name: str
+    schedule: str = "agp"  # "agp" or "iterative"
+    steps: int = 1  # iterative rounds (each a fresh cosine: restarts)
+    epochs: int = 20  # fine-tuning epochs in all (split over the rounds)
+    lr: float = 0.02
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    alpha: float = 0.7  # distillation weight (0: no teacher)
+    temperature: float = 4.0
+    agp_end: float = 0.75  # fraction of the fine-tuning where AGP reaches the ratio
+
+
+# The schedules compared on the validation split (indices for --candidates). Each gets the
+# same fine-tuning budget in epochs; iterative rounds share it (a fresh cosine per round).
+CANDIDATES = [
+    Schedule("agp (previous)"),
+    Schedule("agp wd0", weight_decay=0.0),
+    Schedule("agp wd0 end50%", weight_decay=0.0, agp_end=0.5),
+    Schedule("agp wd0 T2", weight_decay=0.0, temperature=2.0),
+    Schedule("agp wd0 lr0.05", weight_decay=0.0, lr=0.05),
+    Schedule("iterative3 wd0 (Han, cosine restarts)", "iterative", 3, weight_decay=0.0),
+    Schedule("iterative5 wd0 (Han, cosine restarts)", "iterative", 5, weight_decay=0.0),
+]
+DEFAULT_CANDIDATES = "0,2,5"  # what the recorded run compared (CPU time on a shared machine)
+
+
+def dense_lenet300(data: DataBundle, epochs: int, threads: int, seed: int) -> torch.nn.Module:
+    """The dense baseline, trained exactly as before (lenet-mnist preset) on ``data.train``."""
+    torch.manual_seed(seed)
     model = create_zoo_model("lenet300")
-    t0 = time.perf_counter()
-    cfg0 = TrainConfig.preset(
-        "lenet-mnist", epochs=epochs, show_progress=False, num_threads=threads, eval_every=100
-    )
-    how = f"lenet-mnist preset, {epochs} epochs, seed 0, {threads} thread(s)"
-    if weights:  # the same training run saved earlier (it takes minutes on a busy CPU)
-        model = torchshrink.load(Path(weights))
-        how = f"weights from {weights} ({how})"
-    else:
-        train(model, data, cfg0)
-    dense_err, dense_s = _error(model, data), time.perf_counter() - t0
-    teacher = copy.deepcopy(model).eval()
-    ft = TrainConfig.preset(
-        "finetune",
-        epochs=ft_epochs,
-        lr=0.02,
-        label_smoothing=0.1,
-        ce_weight=1.0 - KD.alpha,  # the loop's cross-entropy; the soft targets get alpha
+    cfg = TrainConfig.preset(
+        "lenet-mnist",
+        epochs=epochs,
+        seed=seed,
         show_progress=False,
         num_threads=threads,
         eval_every=100,
     )
-    cfg = PruneConfig(ratio=0.92, layer_ratios=ratios, schedule="agp", finetune=ft)
-    terms = distill_loss_terms(model, teacher, KD)
+    train(model, data, cfg)
+    return model
+
+
+def prune_lenet300(
+    dense: torch.nn.Module,
+    data: DataBundle,
+    s: Schedule,
+    threads: int,
+    *,
+    seed: int,
+    ratios: dict[str, float],
+    scale: float = 1.0,
+) -> tuple[torch.nn.Module, Any]:
+    """A pruned copy of ``dense`` (8% of its weights) fine-tuned on ``data.train`` by ``s``."""
+    model = copy.deepcopy(dense)
+    teacher = copy.deepcopy(dense).eval()
+    epochs = max(s.steps, round(s.epochs * scale))
+    per_round = max(1, epochs // s.steps)
+    ft = TrainConfig.preset(
+        "finetune",
+        epochs=per_round,
+        lr=s.lr,
+        weight_decay=s.weight_decay,
+        label_smoothing=s.label_smoothing,
+        ce_weight=1.0 - s.alpha,  # the loop's cross-entropy; the soft targets get alpha
+        seed=seed,
+        show_progress=False,
+        num_threads=threads,
+        eval_every=100,
+    )
+    extra: dict[str, Any] = {}
+    if s.schedule == "agp":
+        total = len(data.loader("train", batch_size=ft.batch_size)) * per_round
+        extra["agp_end_step"] = max(1, int(s.agp_end * total))
+    cfg = PruneConfig(
+        ratio=0.92,
+        layer_ratios=ratios,
+        schedule=s.schedule,
+        steps=s.steps,
+        finetune=ft,
+        seed=seed,
+        **extra,
+    )
+    kd = DistillConfig(alpha=s.alpha, temperature=s.temperature)
+    terms = distill_loss_terms(model, teacher, kd) if s.alpha > 0 else []
     r = prune(model, cfg, example_inputs=data.example_inputs(1), data=data, loss_terms=terms)
-    err = _error(model, data)
+    return model, r
+
+
+def _kept(model: torch.nn.Module) -> float:
     w = [p for p in model.parameters() if p.dim() > 1]
-    kept = sum(int((p != 0).sum()) for p in w) / sum(p.numel() for p in w)
+    return sum(int((p != 0).sum()) for p in w) / sum(p.numel() for p in w)
+
+
+def lenet300(
+    data: DataBundle,
+    epochs: int,
+    threads: int,
+    *,
+    ratios: dict[str, float],
+    seeds: list[int],
+    candidates: list[Schedule],
+    scale: float = 1.0,
+) -> dict[str, Any]:
+    """Pick a schedule on the 5k validation split (seed 0), then test it over ``seeds``."""
+    select, final = split_validation(data)
+    t0 = time.perf_counter()
+    dense0 = dense_lenet300(select, epochs, threads, seeds[0])
+    dense_val = _error(dense0, select)
+    print(f"  dense seed {seeds[0]}: val {100 * dense_val:.2f}%", flush=True)
+    trials, pruned = [], []
+    for s in candidates:
+        t = time.perf_counter()
+        model, r = prune_lenet300(
+            dense0, select, s, threads, seed=seeds[0], ratios=ratios, scale=scale
+        )
+        err = _error(model, select)
+        pruned.append((model, r))
+        trials.append(
+            {
+                **asdict(s),
+                "val_error": err,
+                "val_delta_points": 100 * (err - dense_val),
+                "weights_kept": _kept(model),
+                "finetune_epochs": r.config.finetune.epochs * s.steps,  # type: ignore[union-attr]
+                "seconds": time.perf_counter() - t,
+            }
+        )
+        print(f"  {s.name}: val {100 * err:.2f}% (dense {100 * dense_val:.2f}%)", flush=True)
+    best = min(range(len(candidates)), key=lambda i: (trials[i]["val_error"], i))
+    chosen = candidates[best]
+    runs = []
+    for seed in seeds:  # the test split is looked at only here, after the choice
+        if seed == seeds[0]:  # the same training run as its trial (same data, seed, dense)
+            dense, (model, r) = dense0, pruned[best]
+        else:
+            dense = dense_lenet300(select, epochs, threads, seed)
+            model, r = prune_lenet300(
+                dense, final, chosen, threads, seed=seed, ratios=ratios, scale=scale
+            )
+        d_err, p_err = _error(dense, final), _error(model, final)
+        runs.append(
+            {
+                "seed": seed,
+                "dense_test_error": d_err,
+                "pruned_test_error": p_err,
+                "delta_points": 100 * (p_err - d_err),
+                "dense_val_error": _error(dense, select),
+                "weights_kept": _kept(model),
+                "params_kept": 1 - r.sparsity,
+                "per_layer_density": {
+                    n: float((p != 0).float().mean())
+                    for n, p in model.named_parameters()
+                    if p.dim() > 1
+                },
+            }
+        )
+        print(f"  seed {seed}: dense {100 * d_err:.2f}% pruned {100 * p_err:.2f}%", flush=True)
+    mean = statistics.fmean
+    delta = mean(r["delta_points"] for r in runs)
+    kept = max(r["weights_kept"] for r in runs)
     return {
-        "dense": how,
-        "dense_error": dense_err,
-        "pruned_error": err,
-        "delta_points": 100 * (err - dense_err),
+        "protocol": (
+            f"dense (lenet-mnist preset, {epochs} epochs) and pruned models train on 55k images; "
+            f"the schedule is chosen on the {VAL_SIZE} held-out images (seed {seeds[0]}), then "
+            f"the chosen schedule is run for seeds {seeds} and judged on the 10k test split"
+        ),
+        "selection": {"dense_val_error": dense_val, "trials": trials, "chosen": chosen.name},
+        "chosen_schedule": asdict(chosen),
+        "runs": runs,
+        "dense_test_error_mean": mean(r["dense_test_error"] for r in runs),
+        "pruned_test_error_mean": mean(r["pruned_test_error"] for r in runs),
+        "delta_points_mean": delta,
+        "delta_points_per_seed": [r["delta_points"] for r in runs],
         "target_delta_points": 0.1,
-        "met": 100 * (err - dense_err) <= 0.1 + 1e-9 and kept <= 0.08,
+        "met_mean": delta <= 0.1 + 1e-9 and kept <= 0.08,
+        "met_every_seed": all(r["delta_points"] <= 0.1 + 1e-9 for r in runs) and kept <= 0.08,
         "weights_kept": kept,
-        "params_kept": 1 - r.sparsity,
-        "nonzero_params": r.nonzero_after,
-        "params": r.params_after,
-        "per_layer_density": {
-            n: float((p != 0).float().mean()) for n, p in model.named_parameters() if p.dim() > 1
-        },
-        "distill": KD.model_dump(mode="json"),
-        "config": r.config.model_dump(mode="json", by_alias=True),
-        "dense_train_seconds": dense_s,
-        "prune_seconds": r.seconds,
+        "ratios": ratios,
+        "dropout": "not applicable: LeNet-300-100 has no dropout layer",
+        "seconds": time.perf_counter() - t0,
     }
 
 
@@ -153,20 +311,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--epochs", type=int, default=15, help="dense training epochs")
-    ap.add_argument("--finetune-epochs", type=int, default=4, help="per pruning round")
-    ap.add_argument("--lenet300-finetune-epochs", type=int, default=45, help="one AGP run")
+    ap.add_argument("--finetune-epochs", type=int, default=4, help="LeNet-5, per round")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply fine-tuning epochs")
+    ap.add_argument("--candidates", default=DEFAULT_CANDIDATES, help="indices into CANDIDATES")
+    ap.add_argument("--limit", type=int, default=None, help="images per split (smoke tests)")
     ap.add_argument("--only", choices=["lenet300", "lenet5"], default=None)
     ap.add_argument("--lenet300-ratios", default=None, help="fc1=0.92,fc2=0.91,fc3=0.74")
-    ap.add_argument("--lenet300-weights", default=None, help="dense weights trained as above")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     out = Path(args.out)
     ratios = RATIOS
     if args.lenet300_ratios:
         ratios = {k: float(v) for k, v in (kv.split("=") for kv in args.lenet300_ratios.split(","))}
+    candidates = [CANDIDATES[int(i)] for i in args.candidates.split(",")]
     torch.set_num_threads(args.threads)
     data = torchshrink.load_data(f"npz:{args.data}")
+    if args.limit:
+        lim = args.limit
+        cut = [TensorDataset(*(t[:lim] for t in ds.tensors)) for ds in (data.train, data.test)]
+        data = replace(data, train=cut[0], test=cut[1])
     # Keep the other model's entry when only one is run.
     record: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     record.update(
@@ -179,16 +344,21 @@ def main() -> None:
         }
     )
     if args.only in (None, "lenet300"):
-        record["lenet300_unstructured_8pct"] = lenet300(
+        for old in ("lenet300_finetune_epochs", "notes"):  # earlier attempts stay
+            record.pop(old, None)
+        entry = lenet300(
             data,
             args.epochs,
-            args.lenet300_finetune_epochs,
             args.threads,
             ratios=ratios,
-            weights=args.lenet300_weights,
+            seeds=args.seeds,
+            candidates=candidates,
+            scale=args.scale,
         )
-        record["lenet300_finetune_epochs"] = args.lenet300_finetune_epochs
-        print(json.dumps(record["lenet300_unstructured_8pct"], indent=1, default=str), flush=True)
+        entry["command"] = " ".join(sys.argv[1:])
+        record["lenet300_unstructured_8pct"] = entry
+        record["lenet300_loadavg_end"] = list(os.getloadavg())
+        print(json.dumps(entry, indent=1, default=str), flush=True)
     if args.only in (None, "lenet5"):
         record["lenet5_structured_50pct"] = lenet5(data, args.epochs, args.finetune_epochs)
         record["finetune_epochs_per_round"] = args.finetune_epochs
