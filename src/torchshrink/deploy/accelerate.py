@@ -26,7 +26,7 @@ import functools
 import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,8 @@ class AccelCandidate:
         build_s: seconds to build (export, quantize, compile).
         note: e.g. which layers a mixed candidate kept in float.
         error: why it could not be built or run, else ``None``.
+        samples_ms: the latency of every timed round, in round order (sample ``i`` of every
+            candidate comes from the same round, for same-round ratios).
     """
 
     name: str
@@ -121,6 +123,7 @@ class AccelCandidate:
     build_s: float = 0.0
     note: str = ""
     error: str | None = None
+    samples_ms: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -288,14 +291,34 @@ def _times(fns: dict[str, Any], cfg: AccelerateConfig) -> dict[str, Timing]:
     return out
 
 
+def backends() -> dict[str, Callable[[BuildContext], Built]]:
+    """Every candidate :func:`accelerate` can measure, by name.
+
+    :data:`~torchshrink.deploy.backends.BACKENDS` plus the ONNX Runtime backends that
+    :mod:`~torchshrink.deploy.ort_backends` builds and that table does not list yet (they are
+    measured only when named).
+
+    Example:
+        >>> "ort_int8_smooth_attn" in backends()
+        True
+    """
+    from torchshrink.deploy import ort_backends
+
+    extra = {
+        n: functools.partial(ort_backends.build, n) for n in ort_backends.NAMES if n not in BACKENDS
+    }
+    return {**BACKENDS, **extra}
+
+
 def _names(candidates: Sequence[str] | None, calibration: bool) -> list[str]:
     names = (
         list(candidates) if candidates is not None else default_candidates(calibration=calibration)
     )
-    unknown = [n for n in names if n not in BACKENDS]
+    known = backends()
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(
-            f"accelerate: unknown candidate(s) {unknown}; choose from {sorted(BACKENDS)}"
+            f"accelerate: unknown candidate(s) {unknown}; choose from {sorted(known)}"
         )
     return list(dict.fromkeys(["fp32", *names]))
 
@@ -321,6 +344,7 @@ def _run(
         reference,
         bound,
     )
+    registry = backends()
     built: dict[str, Built] = {}
     fid: dict[str, Fidelity] = {}
     build_s: dict[str, float] = {}
@@ -328,7 +352,7 @@ def _run(
     for name in names:
         t0 = time.perf_counter()
         try:
-            b = BACKENDS[name](ctx)
+            b = registry[name](ctx)
             with torch.inference_mode():
                 fid[name] = fidelity_of(b.run(inputs), reference)
             built[name] = b
@@ -363,6 +387,7 @@ def _run(
                 b.float_ops,
                 build_s[name],
                 b.note,
+                samples_ms=t.samples_ms,
             )
         )
     chosen = min((r for r in results if r.meets_bound), key=lambda r: r.median_ms, default=None)
