@@ -13,9 +13,9 @@ All six models are timed in interleaved rounds (they share the machine's noise);
 reported, and ratios are what to read. Speedup efficiency = latency speedup / MAC reduction.
 The headline speedup of torchshrink is against the dense model optimised the same way
 (``optimize_for_inference``); the speedup against plain dense eager is reported beside it.
-Torch-Pruning's pruned model also goes through ``optimize_for_inference`` ("tp_optimised"):
-both tools remove the same channels here, so that row shows how much of the gain is the
-deployment step, not the choice of channels.
+Torch-Pruning's pruned model is also deployed with the variant ``optimize_for_inference`` chose
+for ours ("torch_pruning_optimised"): both tools remove the same channels here, so that row
+shows how much of the gain is the deployment step, not the choice of channels.
 
 Shortcut option B (1x1 conv + BN projection) is used for both tools: option A's zero-padding
 shortcut is a parameter-free ``F.pad`` that Torch-Pruning does not model as a channel
@@ -45,7 +45,7 @@ from torch import nn
 
 from torchshrink.core.zoo import create_zoo_model
 from torchshrink.deploy.candidates import build_variant
-from torchshrink.deploy.optimize import OptimizeConfig, optimize_for_inference
+from torchshrink.deploy.optimize import OptimizeConfig, optimize_for_inference, variant_options
 from torchshrink.deploy.timing import interleaved_times
 from torchshrink.graph import dependency_groups
 from torchshrink.measure.macs import count_macs
@@ -113,6 +113,83 @@ def channel_sweep(rounds: int) -> list[dict[str, float]]:
     return rows
 
 
+def layer_profile(
+    dense: nn.Module, pruned: nn.Module, x: torch.Tensor, *, rounds: int
+) -> dict[str, object]:
+    """Where the time goes: per-conv latency of the dense and the pruned model, by stage.
+
+    Both models are BN-folded, channels_last, eager (the per-layer view that frozen TorchScript
+    and ONNX Runtime hide), timed with forward hooks, in interleaved rounds; a conv's time is
+    its median over the rounds. Convs are grouped by shape (channels in / out, kernel, output
+    size); ``ns_per_kmac`` compares how well each width uses the CPU, and ``other_ms`` is the
+    forward time outside the convs (adds, ReLUs, pooling, the classifier, Python).
+    """
+    built = {
+        k: build_variant(m, x, channels_last=True, threads=THREADS)
+        for k, m in (("dense", dense), ("pruned", pruned))
+    }
+    per: dict[str, dict[str, list[float]]] = {k: {} for k in built}
+    totals: dict[str, list[float]] = {k: [] for k in built}
+    shapes: dict[str, dict[str, tuple[str, int]]] = {k: {} for k in built}
+    for key, v in built.items():
+        for name, mod in v.inner.named_modules():
+            if isinstance(mod, nn.Conv2d):
+                _hook(mod, name, per[key], shapes[key])
+    with torch.inference_mode():
+        for r in range(rounds + 1):
+            for key in built if r % 2 == 0 else list(built)[::-1]:
+                t0 = time.perf_counter()
+                built[key](x)
+                if r:  # round 0 warms up
+                    totals[key].append((time.perf_counter() - t0) * 1e3)
+    out: dict[str, object] = {"rounds": rounds, "threads": THREADS, "variant": "fold+channels_last"}
+    for key in built:
+        groups: dict[str, dict[str, float]] = {}
+        conv_ms = 0.0
+        for name, samples in per[key].items():
+            shape, macs = shapes[key][name]
+            ms = float(torch.tensor(samples[1:]).median())
+            g = groups.setdefault(shape, {"convs": 0, "ms": 0.0, "macs": 0})
+            g["convs"] += 1
+            g["ms"] += ms
+            g["macs"] += macs
+            conv_ms += ms
+        for g in groups.values():
+            g["ns_per_kmac"] = round(g["ms"] * 1e9 / g["macs"], 2)
+            g["ms"] = round(g["ms"], 3)
+        total = float(torch.tensor(totals[key]).median())
+        out[key] = {
+            "total_ms": round(total, 2),
+            "conv_ms": round(conv_ms, 2),
+            "other_ms": round(total - conv_ms, 2),
+            "by_shape": groups,
+        }
+    return out
+
+
+def _hook(
+    mod: nn.Conv2d,
+    name: str,
+    per: dict[str, list[float]],
+    shapes: dict[str, tuple[str, int]],
+) -> None:
+    start: list[float] = []
+
+    def pre(_m: nn.Module, _inp: object) -> None:
+        start.append(time.perf_counter())
+
+    def post(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
+        per.setdefault(name, []).append((time.perf_counter() - start.pop()) * 1e3)
+        if name not in shapes:
+            b, c, h, w = out.shape  # (B, C_out, H, W)
+            k = mod.kernel_size[0] * mod.kernel_size[1]
+            key = f"{mod.in_channels}->{c} k{mod.kernel_size[0]} s{mod.stride[0]} @{h}x{w}"
+            shapes[name] = (key, b * h * w * c * mod.in_channels // mod.groups * k)
+
+    mod.register_forward_pre_hook(pre)
+    mod.register_forward_hook(post)
+
+
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "torch": torch.__version__}
     try:
@@ -128,6 +205,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds of the final run")
     ap.add_argument("--quick", action="store_true", help="few rounds, for a smoke run")
+    ap.add_argument("--compile", action="store_true", help="add torch.compile candidates")
+    ap.add_argument("--autotune", action="store_true", help="compile: max-autotune-no-cudagraphs")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the channel-count sweep")
     args = ap.parse_args()
     rounds = 3 if args.quick else args.rounds
     torch.manual_seed(0)
@@ -180,19 +260,25 @@ def main() -> None:
         record["same_architecture_as_tp"] = same
         record["output_diff_vs_tp"] = diff
 
-    cfg = OptimizeConfig(rounds=max(3, rounds // 2), max_seconds=120)
+    cfg = OptimizeConfig(
+        rounds=max(3, rounds // 2),
+        max_seconds=180,
+        compile=args.compile,
+        compile_mode="max-autotune-no-cudagraphs" if args.autotune else None,
+    )
+    record["config"]["optimize"] = cfg.model_dump()  # type: ignore[index]
+    print(f"[{time.time() - t_start:.0f}s] optimising the pruned and the dense model", flush=True)
     fast_ours, rep = optimize_for_inference(ours, x, threads=THREADS, config=cfg, baseline=dense)
+    print(f"[{time.time() - t_start:.0f}s] chose {rep.chosen}; timing the contenders", flush=True)
     assert rep.baseline_report is not None and rep.baseline is not None
     record["optimize"] = {"torchshrink": _rep(rep), "dense": _rep(rep.baseline_report)}
     record["never_slower_check"] = rep.baseline.message
     # The dense winner was measured inside optimize_for_inference(baseline=); rebuild it.
-    parts = rep.baseline_report.chosen.split("+")
     fast_dense = build_variant(
         dense,
         x,
-        fold="fold" in parts,
-        channels_last="channels_last" in parts,
-        jit="jit" in parts,
+        **variant_options(rep.baseline_report.chosen),
+        compile_mode=cfg.compile_mode,
         threads=THREADS,
     )
     contenders = {
@@ -202,8 +288,9 @@ def main() -> None:
         "torchshrink_optimised": fast_ours,
     }
     if tpm is not None:
-        fast_tp, _ = optimize_for_inference(
-            tpm, x, threads=THREADS, config=cfg.model_copy(update={"rounds": 2})
+        # Same channels as ours: deploy TP's model with the variant chosen for ours.
+        fast_tp = build_variant(
+            tpm, x, **variant_options(rep.chosen), compile_mode=cfg.compile_mode, threads=THREADS
         )
         contenders |= {"torch_pruning_eager": tpm, "torch_pruning_optimised": fast_tp}
     times = interleaved_times(
@@ -251,7 +338,13 @@ def main() -> None:
         )
     record["results"] = results
     record["dense_optimisation_speedup"] = round(med["dense_eager"] / med["dense_optimised"], 3)
-    record["channel_sweep"] = channel_sweep(max(5, rounds))
+    record["chosen"] = {"torchshrink": rep.chosen, "dense": rep.baseline_report.chosen}
+    print(f"[{time.time() - t_start:.0f}s] per-layer profile", flush=True)
+    record["layer_profile"] = layer_profile(dense, ours, x, rounds=max(5, rounds // 2))
+    if not args.no_sweep:
+        record["channel_sweep"] = channel_sweep(max(5, rounds))
+    elif OUT.is_file() and "channel_sweep" in (old := json.loads(OUT.read_text())):
+        record["channel_sweep_from_previous_run"] = old["channel_sweep"]
     record["machine"]["loadavg_end"] = os.getloadavg()  # type: ignore[index]
     record["seconds"] = round(time.time() - t_start, 1)
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -261,7 +354,7 @@ def main() -> None:
             f"{k:58s} MACs /{v['mac_reduction']:.2f}  speedup {v['speedup']:.2f}x  "
             f"efficiency {v['efficiency']:.2f}"
         )
-    print(rep.baseline.message)
+    print(rep.baseline.message, "| chosen:", record["chosen"])
     print(f"wrote {OUT}", file=sys.stderr)
 
 

@@ -20,6 +20,8 @@ from torchshrink.deploy import (
     optimize_for_inference,
     round_keep,
 )
+from torchshrink.deploy.candidates import build_variant
+from torchshrink.deploy.optimize import variant_options
 from torchshrink.deploy.timing import interleaved_times
 from torchshrink.graph import dependency_groups
 from torchshrink.prune.structured import remove_groups
@@ -60,9 +62,12 @@ def test_conv_bn_output_matches_and_every_candidate_is_timed() -> None:
         "eager",
         "fold",
         "fold+jit",
+        "fold+jit_opt",
+        "fold+ort",
         "fold+channels_last",
         "fold+channels_last+jit",
-    }
+        "fold+channels_last+jit_opt",
+    }  # no "+split" candidates at one thread
     assert all(c.median_ms > 0 and c.threads == 1 and c.error is None for c in rep.candidates)
     assert all(c.matches and c.max_abs_diff <= 1e-4 for c in rep.candidates)
     assert rep.chosen in names and rep.chosen_ms == pytest.approx(
@@ -78,7 +83,7 @@ def test_pruned_resnet20_output_matches() -> None:
     groups = dependency_groups(model, x[:1])
     remove_groups(model, [(g, range(g.size // 2)) for g in groups])
     assert model.get_submodule("layer1.0.conv1").out_channels == 8
-    cfg = OptimizeConfig(rounds=2, warmup=1)
+    cfg = OptimizeConfig(rounds=2, warmup=1, jit_optimize=False)  # covered in test_candidates
     fast, rep = optimize_for_inference(model, x, threads=1, config=cfg)
     with torch.inference_mode():
         ref = model(x)
@@ -88,6 +93,37 @@ def test_pruned_resnet20_output_matches() -> None:
     assert rep.tolerance == pytest.approx(1e-4 + 1e-4 * ref.abs().max().item(), rel=1e-5)
     # The caller's model is not changed (BatchNorm still there, not folded in place).
     assert isinstance(model.get_submodule("layer1.0.bn1"), nn.BatchNorm2d)
+
+
+def test_two_threads_add_batch_split_candidates_that_match() -> None:
+    net = _conv_bn_net()
+    x = torch.randn(6, 3, 12, 12)
+    cfg = OptimizeConfig(rounds=2, warmup=1, channels_last=False)
+    fast, rep = optimize_for_inference(net, x, threads=2, config=cfg)
+    split = {c.name: c for c in rep.candidates if c.name.endswith("+split")}
+    assert set(split) == {"fold+jit+split", "fold+jit_opt+split", "fold+ort+split"}
+    assert all(c.matches and c.max_abs_diff <= 1e-4 and c.median_ms > 0 for c in split.values())
+    for name in split:  # every split variant, rebuilt from its name, gives the same output
+        v = build_variant(net, x, **variant_options(name), threads=2)
+        with torch.inference_mode():
+            assert (v(x) - net(x)).abs().max().item() <= rep.tolerance
+    assert fast(x).shape == (6, 5)
+
+
+def test_variant_options_round_trip_and_unknown_part() -> None:
+    opts = variant_options("fold+channels_last+jit")
+    assert opts == {
+        "fold": True,
+        "channels_last": True,
+        "jit": True,
+        "jit_optimize": False,
+        "compile": False,
+        "ort": False,
+        "split": False,
+    }
+    assert not any(variant_options("eager").values())
+    with pytest.raises(ConfigError, match=r"unknown candidate part\(s\) \['tensorrt'\]"):
+        variant_options("fold+tensorrt")
 
 
 def test_a_candidate_that_cannot_be_traced_is_reported_not_chosen() -> None:
@@ -123,7 +159,9 @@ def test_never_slower_check_fires_end_to_end() -> None:
     wide = nn.Sequential(nn.Conv2d(3, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 256, 3))
     narrow = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3))
     x = torch.randn(4, 3, 24, 24)
-    cfg = OptimizeConfig(rounds=3, warmup=1, jit=False, channels_last=False)
+    cfg = OptimizeConfig(
+        rounds=3, warmup=1, jit=False, jit_optimize=False, ort=False, channels_last=False
+    )
     with pytest.warns(SlowerThanBaselineWarning, match="SLOWER"):
         _, rep = optimize_for_inference(wide.eval(), x, threads=1, config=cfg, baseline=narrow)
     assert rep.baseline is not None and rep.baseline.slower
@@ -138,7 +176,9 @@ def test_thread_setting_is_restored_and_chosen_by_measurement() -> None:
     try:
         net = _conv_bn_net()
         x = torch.randn(2, 3, 8, 8)
-        cfg = OptimizeConfig(rounds=2, warmup=1, thread_candidates=(1, 2), jit=False)
+        cfg = OptimizeConfig(
+            rounds=2, warmup=1, thread_candidates=(1, 2), jit=False, jit_optimize=False, ort=False
+        )
         fast, rep = optimize_for_inference(net, x, config=cfg)
         assert torch.get_num_threads() == 1
         assert rep.threads in (1, 2) and fast.threads == rep.threads

@@ -1,4 +1,4 @@
-"""Inference variants of one model: BN folding, channels_last, TorchScript freezing, compile.
+"""Inference variants of one model: BN folding, channels_last, TorchScript, compile, ORT, split.
 
 Each variant is an :class:`InferenceModule`: the transformed model plus the two run-time
 settings that belong to it, the memory format its 4-D inputs are converted to and the number of
@@ -14,8 +14,14 @@ Why each transformation can pay on a CPU:
 * ``torch.jit.trace`` + ``torch.jit.freeze`` inlines the weights as constants and fuses
   conv + add + ReLU, removing per-op Python and dispatcher overhead, which is what limits
   narrow layers;
-* ``torch.compile`` (inductor, CPU) generates fused C++ kernels; it needs a C++ compiler and
-  compiles for tens of seconds, so it is opt-in.
+* ``torch.jit.optimize_for_inference`` on top of freezing keeps activations in oneDNN's
+  blocked layout from one conv to the next (NCHW inputs) and fuses conv + add + ReLU;
+* ``torch.compile`` (inductor, CPU, weights frozen) generates fused C++ kernels; it needs a C++
+  compiler and compiles for tens of seconds, so it is opt-in;
+* ONNX Runtime fp32 (:class:`OrtModule`): MLAS's NCHWc convolutions with fused Conv + Add +
+  ReLU, and a lower fixed cost per op than the PyTorch dispatcher;
+* batch split (:class:`~torchshrink.deploy.batch_split.BatchSplit`): one slice of the batch per
+  thread instead of every op split across threads, so narrow layers pay no per-op barrier.
 
 Example:
     >>> import torch
@@ -30,13 +36,19 @@ Example:
 from __future__ import annotations
 
 import copy
+import tempfile
+import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from torchshrink.core.forward import Inputs, call_model
+from torchshrink.deploy.batch_split import BatchSplit
+from torchshrink.deploy.onnx_export import export_onnx
+from torchshrink.deploy.ort_session import OrtSession
 from torchshrink.quantize.fold import fold_bn
 
 
@@ -94,7 +106,11 @@ def build_variant(
     fold: bool = True,
     channels_last: bool = False,
     jit: bool = False,
+    jit_optimize: bool = False,
     compile: bool = False,
+    compile_mode: str | None = None,
+    ort: bool = False,
+    split: bool = False,
     threads: int | None = None,
 ) -> InferenceModule:
     """One inference variant of ``model`` (a copy: ``model`` is not changed).
@@ -102,16 +118,23 @@ def build_variant(
     Args:
         model: the model to prepare.
         example_inputs: inputs in the torchshrink convention (tensor, tuple or dict), used to
-            trace the model when ``jit`` is set.
+            trace, compile or export the model.
         fold: fold eval-mode BatchNorm into the preceding conv / linear layer.
         channels_last: weights and 4-D inputs in ``torch.channels_last``.
         jit: ``torch.jit.trace`` then ``torch.jit.freeze``.
-        compile: ``torch.compile`` with the inductor backend (after ``jit`` is not allowed).
-        threads: intra-op threads the variant runs with.
+        jit_optimize: ``jit`` plus ``torch.jit.optimize_for_inference`` (oneDNN layouts kept
+            between ops, conv + add / ReLU fusions); implies ``jit``.
+        compile: ``torch.compile`` (inductor) with weight freezing, compiled here.
+        compile_mode: ``torch.compile`` mode, e.g. ``"max-autotune-no-cudagraphs"``.
+        ort: export to ONNX and run in ONNX Runtime fp32 (:class:`OrtModule`).
+        split: run each slice of the batch on its own thread
+            (:class:`~torchshrink.deploy.batch_split.BatchSplit`).
+        threads: intra-op threads the variant runs with (with ``split``: the slice count).
 
     Raises:
-        ValueError: both ``jit`` and ``compile`` were asked for.
-        Exception: whatever tracing or compiling raises for this model; callers record it.
+        ValueError: more than one of ``jit``, ``compile`` and ``ort``, or ``ort`` with
+            ``channels_last``.
+        Exception: whatever tracing, compiling or exporting raises; callers record it.
 
     Example:
         >>> import torch
@@ -119,8 +142,11 @@ def build_variant(
         >>> v(torch.zeros(4, 3)).shape
         torch.Size([4, 2])
     """
-    if jit and compile:
-        raise ValueError("build_variant: choose one of jit and compile")
+    jit = jit or jit_optimize
+    if jit + compile + ort > 1:
+        raise ValueError("build_variant: choose one of jit, compile and ort")
+    if ort and channels_last:
+        raise ValueError("build_variant: ort takes NCHW inputs; channels_last does not apply")
     m = fold_bn(model) if fold else copy.deepcopy(model).eval()
     if channels_last:
         m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -130,9 +156,79 @@ def build_variant(
         with torch.inference_mode(False), torch.no_grad():
             traced = _trace(m, example_inputs)
             inner = torch.jit.freeze(traced.eval())
+            if jit_optimize:
+                inner = torch.jit.optimize_for_inference(inner)  # type: ignore[arg-type]
     elif compile:
-        inner = torch.compile(m, backend="inductor")  # type: ignore[assignment]
+        inner = _compiled(m, example_inputs, compile_mode)
+    elif ort:
+        inner = OrtModule.export(m, example_inputs)
+    if split:
+        inner = BatchSplit(inner)
     return InferenceModule(inner, channels_last=channels_last, threads=threads)
+
+
+class OrtModule(nn.Module):
+    """An ONNX file run by ONNX Runtime (CPU, fp32), callable like the model it came from.
+
+    ONNX Runtime's level-3 graph optimisation converts convolutions to MLAS's blocked NCHWc
+    layout and fuses Conv + Add + ReLU, so the reorders and element-wise passes between layers
+    that eager PyTorch pays for go away. One session is opened per intra-op thread count in
+    effect at call time (``torch.get_num_threads()``, set by :class:`InferenceModule`).
+
+    Args:
+        path: the ``.onnx`` file.
+        keep: an object kept alive with the module (the temporary folder holding ``path``).
+
+    Example:
+        >>> import torch
+        >>> m = OrtModule.export(torch.nn.Linear(3, 2).eval(), torch.zeros(1, 3))
+        >>> m(torch.zeros(5, 3)).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(self, path: str | Path, *, keep: Any = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._keep = keep
+        self._sessions: dict[int, OrtSession] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def export(cls, model: nn.Module, example_inputs: Inputs) -> OrtModule:
+        """Export ``model`` (dynamic batch) to a temporary ONNX file and wrap it."""
+        if isinstance(example_inputs, Mapping):
+            raise ValueError("OrtModule: keyword (dict) inputs are not supported")
+        args = (
+            tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else example_inputs
+        )
+        folder = tempfile.TemporaryDirectory(prefix="torchshrink-ortvar-")
+        path = Path(folder.name) / "model.onnx"
+        export_onnx(model, path, example_inputs=args)
+        return cls(path, keep=folder)
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        n = torch.get_num_threads()
+        with self._lock:  # BatchSplit workers may open their session at the same time
+            if n not in self._sessions:
+                self._sessions[n] = OrtSession(self.path, threads=n)
+            session = self._sessions[n]
+        arrays = [x.detach().contiguous().numpy() for x in inputs]
+        outs = [torch.from_numpy(o) for o in session.run_numpy(*arrays)]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> OrtModule:
+        return OrtModule(self.path, keep=self._keep)  # sessions and lock are not copyable
+
+
+def _compiled(model: nn.Module, example_inputs: Inputs, mode: str | None) -> nn.Module:
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(model, backend="inductor", mode=mode)
+    # Compile now, with freezing on (weights as constants, so BN-folded convs get prepacked
+    # oneDNN weights); a later recompilation, e.g. for a new batch size, runs without it.
+    with inductor_config.patch(freezing=True), torch.inference_mode():
+        call_model(compiled, example_inputs)  # type: ignore[arg-type]
+    return compiled  # type: ignore[return-value]
 
 
 def has_4d_input(example_inputs: Inputs) -> bool:

@@ -1,8 +1,9 @@
 """Make a model run fast for inference on this CPU, choosing every setting by measuring it.
 
 :func:`optimize_for_inference` builds candidate variants of the model (BatchNorm folded into
-convolutions; channels_last memory format; TorchScript trace + freeze; optionally
-``torch.compile``), checks each one's output against the unchanged model, times all of them in
+convolutions; channels_last memory format; TorchScript trace + freeze, with or without
+``torch.jit.optimize_for_inference``; ONNX Runtime fp32; the batch split across threads;
+optionally ``torch.compile``; see :mod:`torchshrink.deploy.candidates`), checks each one's output against the unchanged model, times all of them in
 interleaved rounds (so they share the machine's noise) and keeps the fastest that matches.
 With ``threads=None`` the thread count is chosen the same way. Nothing is assumed to help:
 on this machine, for example, TorchScript freezing is a large win for narrow (pruned) ResNets
@@ -28,6 +29,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -35,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from torchshrink.core.errors import ConfigError
-from torchshrink.core.forward import Inputs, call_model, eval_mode
+from torchshrink.core.forward import Inputs, batch_size_of, call_model, eval_mode
 from torchshrink.deploy.candidates import InferenceModule, build_variant, has_4d_input, run
 from torchshrink.deploy.optimize_report import (
     CandidateResult,
@@ -52,8 +54,15 @@ class OptimizeConfig(BaseModel):
         fold_bn: fold BatchNorm into the preceding conv / linear layer in every candidate.
         channels_last: also try the channels_last memory format (only with 4-D inputs).
         jit: also try ``torch.jit.trace`` + ``torch.jit.freeze``.
-        compile: also try ``torch.compile`` (inductor); needs a C++ compiler and takes tens
-            of seconds per candidate, so it is off by default.
+        jit_optimize: also try frozen TorchScript + ``torch.jit.optimize_for_inference``
+            (oneDNN blocked layouts kept between ops, conv + add / ReLU fusions).
+        compile: also try ``torch.compile`` (inductor, weights frozen); needs a C++ compiler
+            and takes tens of seconds per candidate, so it is off by default.
+        compile_mode: the ``torch.compile`` mode (e.g. ``"max-autotune-no-cudagraphs"``).
+        ort: also try ONNX Runtime fp32 (needs ``onnxruntime``; recorded as failed without).
+        split: also try each jit / compile / ort candidate with the batch split across the
+            threads, one intra-op thread each (only with more than one thread, a batch of at
+            least two and positional inputs).
         thread_candidates: thread counts to try when ``threads=None``; default: 1 and every
             power of two up to ``os.cpu_count()``, plus the current setting.
         rounds: interleaved timed rounds per measurement.
@@ -73,7 +82,11 @@ class OptimizeConfig(BaseModel):
     fold_bn: bool = True
     channels_last: bool = True
     jit: bool = True
+    jit_optimize: bool = True
     compile: bool = False
+    compile_mode: str | None = None
+    ort: bool = True
+    split: bool = True
     thread_candidates: tuple[int, ...] | None = None
     rounds: int = Field(default=10, ge=1)
     warmup: int = Field(default=2, ge=0)
@@ -141,7 +154,7 @@ def _optimize(
     eager = copy.deepcopy(model).eval()
     variants: dict[str, InferenceModule] = {"eager": InferenceModule(eager, threads=first)}
     results: dict[str, CandidateResult] = {}
-    for name, options in _candidate_options(inputs, cfg):
+    for name, options in _candidate_options(inputs, cfg, threads=first):
         try:
             variants[name] = build_variant(model, inputs, threads=first, **options)
         except Exception as exc:  # a model TorchScript / inductor cannot handle: skip it
@@ -232,24 +245,80 @@ def _with_baseline(
     )
 
 
-def _candidate_options(inputs: Inputs, cfg: OptimizeConfig) -> list[tuple[str, dict[str, Any]]]:
+def _candidate_options(
+    inputs: Inputs, cfg: OptimizeConfig, *, threads: int
+) -> list[tuple[str, dict[str, Any]]]:
+    fold = ["fold"] if cfg.fold_bn else []
     formats = [False, True] if cfg.channels_last and has_4d_input(inputs) else [False]
-    backends = [""] + (["jit"] if cfg.jit else []) + (["compile"] if cfg.compile else [])
-    out = []
+    backends = [""] + [b for b, on in _BACKENDS if getattr(cfg, on)]
+    out: list[tuple[str, dict[str, Any]]] = []
     for cl in formats:
         for backend in backends:
             if not cfg.fold_bn and not cl and not backend:
                 continue  # identical to "eager"
-            parts = (["fold"] if cfg.fold_bn else []) + (["channels_last"] if cl else [])
-            parts += [backend] if backend else []
-            options = {
+            if backend == "ort" and cl:
+                continue  # ORT takes NCHW and picks its own blocked layout
+            parts = fold + (["channels_last"] if cl else []) + ([backend] if backend else [])
+            options: dict[str, Any] = {
                 "fold": cfg.fold_bn,
                 "channels_last": cl,
                 "jit": backend == "jit",
+                "jit_optimize": backend == "jit_opt",
                 "compile": backend == "compile",
+                "compile_mode": cfg.compile_mode,
+                "ort": backend == "ort",
             }
             out.append(("+".join(parts), options))
+    positional = not isinstance(inputs, Mapping)
+    if cfg.split and threads > 1 and positional and _batch(inputs) >= 2:
+        # Eager candidates are left out (Python between ops holds the GIL, so threads running
+        # eager forwards mostly wait for each other), and so is compile (each slice's batch
+        # size would recompile it).
+        out += [(f"{n}+split", o | {"split": True}) for n, o in list(out) if _splits(o)]
     return out
+
+
+def variant_options(name: str) -> dict[str, Any]:
+    """The :func:`~torchshrink.deploy.candidates.build_variant` options of a candidate name.
+
+    Use it to rebuild a chosen candidate, e.g. a baseline's (``report.baseline_report.chosen``).
+
+    Raises:
+        ConfigError: ``name`` has a part that is not a candidate transformation.
+
+    Example:
+        >>> variant_options("fold+channels_last+jit_opt+split")["jit_optimize"]
+        True
+    """
+    parts = set() if name == "eager" else set(name.split("+"))
+    unknown = parts - {"fold", "channels_last", "jit", "jit_opt", "compile", "ort", "split"}
+    if unknown:
+        raise ConfigError(
+            f"variant_options: unknown candidate part(s) {sorted(unknown)} in {name!r}"
+        )
+    return {
+        "fold": "fold" in parts,
+        "channels_last": "channels_last" in parts,
+        "jit": "jit" in parts,
+        "jit_optimize": "jit_opt" in parts,
+        "compile": "compile" in parts,
+        "ort": "ort" in parts,
+        "split": "split" in parts,
+    }
+
+
+_BACKENDS = (("jit", "jit"), ("jit_opt", "jit_optimize"), ("compile", "compile"), ("ort", "ort"))
+
+
+def _batch(inputs: Inputs) -> int:
+    try:
+        return batch_size_of(inputs)
+    except TypeError:  # no tensor input: nothing to split
+        return 0
+
+
+def _splits(options: dict[str, Any]) -> bool:
+    return any(options[k] for k in ("jit", "jit_optimize", "ort"))
 
 
 def _thread_list(threads: int | None, cfg: OptimizeConfig) -> list[int]:
