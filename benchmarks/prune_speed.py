@@ -119,13 +119,15 @@ def layer_profile(
     """Where the time goes: per-conv latency of the dense and the pruned model, by stage.
 
     Both models are BN-folded, channels_last, eager (the per-layer view that frozen TorchScript
-    and ONNX Runtime hide), timed with forward hooks, in interleaved rounds; a conv's time is
+    and ONNX Runtime hide), at one thread (a two-thread OpenMP team stalls at every op barrier
+    when the shared machine preempts one thread, which buries the per-layer cost under load),
+    timed with forward hooks, in interleaved rounds; a conv's time is
     its median over the rounds. Convs are grouped by shape (channels in / out, kernel, output
     size); ``ns_per_kmac`` compares how well each width uses the CPU, and ``other_ms`` is the
     forward time outside the convs (adds, ReLUs, pooling, the classifier, Python).
     """
     built = {
-        k: build_variant(m, x, channels_last=True, threads=THREADS)
+        k: build_variant(m, x, channels_last=True, threads=1)
         for k, m in (("dense", dense), ("pruned", pruned))
     }
     per: dict[str, dict[str, list[float]]] = {k: {} for k in built}
@@ -142,7 +144,7 @@ def layer_profile(
                 built[key](x)
                 if r:  # round 0 warms up
                     totals[key].append((time.perf_counter() - t0) * 1e3)
-    out: dict[str, object] = {"rounds": rounds, "threads": THREADS, "variant": "fold+channels_last"}
+    out: dict[str, object] = {"rounds": rounds, "threads": 1, "variant": "fold+channels_last"}
     for key in built:
         groups: dict[str, dict[str, float]] = {}
         conv_ms = 0.0
@@ -165,6 +167,33 @@ def layer_profile(
             "by_shape": groups,
         }
     return out
+
+
+def _profile_only(rounds: int) -> None:
+    """Re-measure ``layer_profile`` into the existing results file (same models and seed)."""
+    torch.manual_seed(0)
+    dense, ours, x = _models()
+    record = json.loads(OUT.read_text())
+    t0 = time.time()
+    record["layer_profile"] = layer_profile(dense, ours, x, rounds=rounds)
+    record["layer_profile"]["loadavg_end"] = os.getloadavg()
+    record["layer_profile"]["seconds"] = round(time.time() - t0, 1)
+    OUT.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record["layer_profile"], indent=1))
+
+
+def _models() -> tuple[nn.Module, nn.Module, torch.Tensor]:
+    dense = create_zoo_model("resnet56", shortcut="B").eval()
+    # Trained-looking BatchNorm statistics, so that folding has real work to do.
+    for m in dense.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.0)
+    one = torch.randn(1, 3, 32, 32)
+    x = torch.randn(BATCH, 3, 32, 32)
+    ours = l1_prune(copy.deepcopy(dense), RATIO, one).eval()
+    return dense, ours, x
 
 
 def _hook(
@@ -208,7 +237,11 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="add torch.compile candidates")
     ap.add_argument("--autotune", action="store_true", help="compile: max-autotune-no-cudagraphs")
     ap.add_argument("--no-sweep", action="store_true", help="skip the channel-count sweep")
+    ap.add_argument("--profile-only", action="store_true", help="only re-run the per-layer profile")
     args = ap.parse_args()
+    if args.profile_only:
+        _profile_only(args.rounds)
+        return
     rounds = 3 if args.quick else args.rounds
     torch.manual_seed(0)
     torch.set_num_threads(THREADS)
@@ -229,16 +262,8 @@ def main() -> None:
         "versions": _versions(),
     }
 
-    dense = create_zoo_model("resnet56", shortcut="B").eval()
-    # Trained-looking BatchNorm statistics, so that folding has real work to do.
-    for m in dense.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.0)
-    one = torch.randn(1, 3, 32, 32)
-    x = torch.randn(BATCH, 3, 32, 32)
-    ours = l1_prune(copy.deepcopy(dense), RATIO, one).eval()
+    dense, ours, x = _models()
+    one = x[:1]  # the example TP traces its graph with
     tpm = tp_prune(copy.deepcopy(dense), RATIO, one)
     if tpm is None:
         print("Torch-Pruning is not importable (pip install torch-pruning): skipping it")
