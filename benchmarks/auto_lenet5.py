@@ -12,7 +12,7 @@ baseline file and record: the chosen model's bytes and test accuracy, the ratio
 the promoted candidates (their validation drop after the full fine-tune). Trials prune
 gradually (AGP) during a ``--trial-epochs`` fine-tune on 5,000 samples; the ``--promote``
 smallest Pareto candidates within budget + ``--promote-slack`` get ``--final-epochs``.
-With ``--distill`` (default) every pruning / centroid fine-tune of auto also learns the dense
+With ``--distill`` (default) the pruning fine-tunes of auto (trials, promotion, final) learn the dense
 baseline's soft targets (alpha ``--distill-alpha``, T ``--distill-t``).
 Running it again with the same ``--out`` resumes the study (``auto.seconds`` then covers
 only the resumed part).
