@@ -98,7 +98,7 @@ def test_tiny_bert_int8_attention_and_fused_census() -> None:
     assert by["ort_fused_int8"].low_precision.get("QAttention") == 2
 
 
-@pytest.mark.slow  # ~30 s on a quiet 2-core machine, over a minute when it is shared
+@pytest.mark.slow  # ~10 s on a quiet 2-core machine, over a minute when it is shared
 def test_int8_paths_agree_with_fp32_and_report_their_int8_ops(
     minilm: tuple[nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]],
 ) -> None:
