@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -121,7 +121,6 @@ def work(spec: WorkerSpec) -> int:
 
     import torchshrink
 
-    optuna: Any = require("optuna", "search")
     config = AutoConfig.model_validate_json(spec.config_json)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -137,45 +136,88 @@ def work(spec: WorkerSpec) -> int:
     sdata = search_data(
         data, val_size=config.val_size, train_size=config.search_train_size, seed=config.seed
     )
+
+    def evaluate(number: int, params: dict[str, Any]) -> Any:
+        stages = space.stages(
+            params,
+            finetune=config.trial_finetune,
+            centroid_finetune=config.centroid_finetune,
+            agp=config.agp,
+        )
+        return evaluate_candidate(
+            Path(spec.baseline_path),
+            stages,
+            sdata,
+            objective=config.objective,
+            work_dir=out / "trials" / f"{number:04d}",
+            latency_repeats=config.latency_repeats,
+            distill=config.distill,
+        )
+
+    return trial_loop(
+        study,
+        out,
+        trials=config.trials,
+        suggest=space.suggest,
+        evaluate=evaluate,
+        attrs=("file_bytes", "nonzero_params", "macs", "latency_ms", "energy_mj", "seconds"),
+    )
+
+
+def trial_loop(
+    study: Any,
+    out: Path,
+    *,
+    trials: int,
+    suggest: Callable[[Any], dict[str, Any]],
+    evaluate: Callable[[int, dict[str, Any]], Any],
+    attrs: tuple[str, ...],
+) -> int:
+    """Ask, evaluate and tell trials until ``study`` has ``trials`` complete ones.
+
+    The one loop behind every search mode, so counts, resume and several workers behave alike:
+    a trial is asked under the output folder's lock and only while ``COMPLETE + RUNNING <
+    trials``; a candidate equal to one already finished, running or failed is told PRUNED;
+    the loop gives up after ``trials`` real failures (or when the sampler only repeats itself).
+
+    Args:
+        study: the optuna study (two objectives: accuracy, objective value).
+        out: the output folder (holds the lock).
+        trials: complete trials wanted in the study.
+        suggest: ``trial -> params`` (draws the candidate's choices).
+        evaluate: ``(trial number, params) -> result`` with ``accuracy`` and
+            ``objective_value``; an exception is a failed trial (its message is recorded).
+        attrs: result attributes recorded on the trial.
+
+    Returns:
+        How many trials this call completed.
+    """
+    optuna: Any = require("optuna", "search")
     ran = 0
     while True:
         with study_lock(out):
             c = counts(study)
-            if c.get("COMPLETE", 0) + c.get("RUNNING", 0) >= config.trials:
+            if c.get("COMPLETE", 0) + c.get("RUNNING", 0) >= trials:
                 return ran
-            if c.get("FAIL", 0) - _lost(study) >= config.trials:
+            if c.get("FAIL", 0) - _lost(study) >= trials:
                 return ran
-            if c.get("PRUNED", 0) >= 3 * config.trials:
+            if c.get("PRUNED", 0) >= 3 * trials:
                 return ran  # the space is (nearly) exhausted: samplers keep repeating themselves
             trial = study.ask()
             trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
-            params = space.suggest(trial)
+            params = suggest(trial)
             twin = _same_params(study, params, trial.number)
             if twin is not None:  # nothing new to learn: not a trial of its own
                 trial.set_user_attr("duplicate_of", twin)
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 continue
         try:
-            stages = space.stages(
-                params,
-                finetune=config.trial_finetune,
-                centroid_finetune=config.centroid_finetune,
-                agp=config.agp,
-            )
-            res = evaluate_candidate(
-                Path(spec.baseline_path),
-                stages,
-                sdata,
-                objective=config.objective,
-                work_dir=out / "trials" / f"{trial.number:04d}",
-                latency_repeats=config.latency_repeats,
-                distill=config.distill,
-            )
+            res = evaluate(trial.number, params)
         except Exception as exc:  # a candidate that cannot be built is a failed trial
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
-        for key in ("file_bytes", "nonzero_params", "macs", "latency_ms", "energy_mj", "seconds"):
+        for key in attrs:
             trial.set_user_attr(key, getattr(res, key))
         study.tell(trial, [res.accuracy, res.objective_value])
         ran += 1
@@ -214,15 +256,24 @@ def run_workers(spec: WorkerSpec, workers: int) -> None:
     Raises:
         TorchshrinkError: a worker process died (its exit code is named).
     """
-    import multiprocessing as mp
-
     if workers == 1:
         work(spec)
         return
+    spawn_workers(_worker_main, [_with_index(spec, i) for i in range(workers)], label="auto")
+
+
+def spawn_workers(target: Callable[[Any], None], specs: list[Any], *, label: str) -> None:
+    """Run ``target(spec)`` in one spawned process per spec and wait for all of them.
+
+    Raises:
+        TorchshrinkError: a worker process died (its exit code is named).
+    """
+    import multiprocessing as mp
+
     ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and locks
     procs = [
-        ctx.Process(target=_worker_main, args=(_with_index(spec, i),), name=f"auto-worker-{i}")
-        for i in range(workers)
+        ctx.Process(target=target, args=(spec,), name=f"{label}-worker-{i}")
+        for i, spec in enumerate(specs)
     ]
     for p in procs:
         p.start()
@@ -231,7 +282,7 @@ def run_workers(spec: WorkerSpec, workers: int) -> None:
     bad = [(p.name, p.exitcode) for p in procs if p.exitcode != 0]
     if bad:
         raise TorchshrinkError(
-            f"auto: worker process(es) failed: {', '.join(f'{n} exit {c}' for n, c in bad)}; "
+            f"{label}: worker process(es) failed: {', '.join(f'{n} exit {c}' for n, c in bad)}; "
             "run again with the same --out to resume"
         )
 

@@ -4,9 +4,8 @@ A candidate is the student family built with the trial's multipliers (seeded wei
 distilled from the teacher with :func:`torchshrink.distill.distill` (the distill module's
 soft-target loss term through the one training loop) on the search-training part, then scored
 on the validation part; the objective is the bytes of its saved model file or its measured
-median latency. The worker loop follows :func:`torchshrink.auto.search.work`: it asks under
-the same study lock and only while ``COMPLETE + RUNNING < trials``, tells duplicates PRUNED,
-and gives up after ``trials`` failures, so counts, resume and several workers behave alike.
+median latency. Trials run through :func:`torchshrink.auto.search.trial_loop`, the loop of the
+compression search, so counts, resume, duplicates and several workers behave alike.
 
 Example:
     >>> import torchshrink
@@ -21,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchshrink.auto.search import _lost, _same_params, counts, open_study, study_lock
+from torchshrink.auto.search import open_study, spawn_workers, trial_loop
 from torchshrink.auto.student_config import StudentConfig
 from torchshrink.auto.student_space import StudentSpace
 from torchshrink.core.databundle import DataBundle
-from torchshrink.core.errors import TorchshrinkError, require
 
 
 @dataclass(frozen=True)
@@ -128,7 +125,6 @@ def student_work(spec: StudentWorkerSpec) -> int:
     import torchshrink
     from torchshrink.auto.objective import search_data
 
-    optuna: Any = require("optuna", "search")
     config = StudentConfig.model_validate_json(spec.config_json)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -146,43 +142,26 @@ def student_work(spec: StudentWorkerSpec) -> int:
         data, val_size=config.val_size, train_size=config.search_train_size, seed=config.seed
     )
     teacher = torchshrink.load(spec.teacher_path).eval()
-    ran = 0
-    while True:
-        with study_lock(out):
-            c = counts(study)
-            if c.get("COMPLETE", 0) + c.get("RUNNING", 0) >= config.trials:
-                return ran
-            if c.get("FAIL", 0) - _lost(study) >= config.trials:
-                return ran
-            # A small grid runs out of new candidates: stop once the sampler keeps repeating.
-            if c.get("PRUNED", 0) >= 3 * config.trials:
-                return ran
-            trial = study.ask()
-            trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
-            params = space.suggest(trial)
-            twin = _same_params(study, params, trial.number)
-            if twin is not None:
-                trial.set_user_attr("duplicate_of", twin)
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                continue
-        try:
-            res = evaluate_student(
-                teacher,
-                space.family,
-                {**fixed, **space.model_args(params)},
-                sdata,
-                config=config,
-                work_dir=out / "trials" / f"{trial.number:04d}",
-                seed=config.seed,
-            )
-        except Exception as exc:  # a candidate that cannot be built is a failed trial
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
-        for key in ("file_bytes", "num_params", "latency_ms", "kd_loss", "seconds"):
-            trial.set_user_attr(key, getattr(res, key))
-        study.tell(trial, [res.accuracy, res.objective_value])
-        ran += 1
+
+    def evaluate(number: int, params: dict[str, Any]) -> StudentResult:
+        return evaluate_student(
+            teacher,
+            space.family,
+            {**fixed, **space.model_args(params)},
+            sdata,
+            config=config,
+            work_dir=out / "trials" / f"{number:04d}",
+            seed=config.seed,
+        )
+
+    return trial_loop(
+        study,
+        out,
+        trials=config.trials,
+        suggest=space.suggest,
+        evaluate=evaluate,
+        attrs=("file_bytes", "num_params", "latency_ms", "kd_loss", "seconds"),
+    )
 
 
 def _worker_main(spec: StudentWorkerSpec) -> None:  # entry point of a spawned worker process
@@ -195,27 +174,8 @@ def run_student_workers(spec: StudentWorkerSpec, workers: int) -> None:
     Raises:
         TorchshrinkError: a worker process died (its exit code is named).
     """
-    import multiprocessing as mp
-
     if workers == 1:
         student_work(spec)
         return
-    ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and locks
-    procs = [
-        ctx.Process(
-            target=_worker_main,
-            args=(StudentWorkerSpec(**{**spec.__dict__, "index": i}),),
-            name=f"student-worker-{i}",
-        )
-        for i in range(workers)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    bad = [(p.name, p.exitcode) for p in procs if p.exitcode != 0]
-    if bad:
-        raise TorchshrinkError(
-            f"auto --student: worker process(es) failed: "
-            f"{', '.join(f'{n} exit {c}' for n, c in bad)}; run again with the same --out to resume"
-        )
+    specs = [StudentWorkerSpec(**{**spec.__dict__, "index": i}) for i in range(workers)]
+    spawn_workers(_worker_main, specs, label="auto --student")
