@@ -63,3 +63,16 @@ def test_cli_rejects_unknown_objective(tmp_path: Path, capsys) -> None:  # type:
     assert "objective" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="0"):
         raise SystemExit(main(["auto", "--help"]))
+
+
+def test_cli_distill_flag_reaches_the_search(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    args = ["auto", "zoo:lenet300", "--data", "digits", "--out", str(tmp_path), "--val-size", "200"]
+    code = main(
+        [*args, "--trials", "1", "--trial-epochs", "1", "--final-epochs", "1", "--train-epochs",
+         "2", "--max-accuracy-drop", "90", "--distill", "--temperature", "3", "--alpha", "0.6",
+         "--json"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["search"]["distill"]["temperature"] == 3.0
+    assert run["search"]["distill"]["alpha"] == 0.6

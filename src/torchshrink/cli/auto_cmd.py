@@ -107,8 +107,19 @@ def auto_command(
     depths: Annotated[
         str, typer.Option(help="--student: depth multipliers (families that take depth).")
     ] = "0.5,1,1.5",
-    temperature: Annotated[float, typer.Option(help="--student: distillation temperature.")] = 4.0,
-    alpha: Annotated[float, typer.Option(help="--student: weight of the soft-target loss.")] = 0.9,
+    distill: Annotated[
+        bool,
+        typer.Option(
+            "--distill/--no-distill",
+            help="Distil each candidate's pruning fine-tune from the dense model (soft targets).",
+        ),
+    ] = False,
+    temperature: Annotated[
+        float, typer.Option(help="Distillation temperature (--student, --distill).")
+    ] = 4.0,
+    alpha: Annotated[
+        float, typer.Option(help="Weight of the soft-target loss (--student, --distill).")
+    ] = 0.9,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Search pruning ratio / codebook bits per layer under an accuracy budget (optuna),
@@ -116,6 +127,7 @@ def auto_command(
     With --student, search width / depth multipliers of a distilled student instead."""
     from torchshrink.auto import AutoConfig, BudgetNotMetError, run_auto
     from torchshrink.core.modelref import parse_model_args
+    from torchshrink.distill.distiller import DistillConfig
     from torchshrink.train.config import TrainConfig
 
     if student is not None:
@@ -168,6 +180,7 @@ def auto_command(
         promote_slack=promote_slack / 100.0,
         threads=threads,
         search_only=search_only,
+        distill=DistillConfig(temperature=temperature, alpha=alpha) if distill else None,
     )
     res = run_auto(config, out, show_progress=not json_out)
     if search_only:
