@@ -320,15 +320,20 @@ BACKENDS: dict[str, Callable[[BuildContext], Built]] = {
             "ort_fused_fp32",
             "ort_dynamic_int8",
             "ort_int8",
+            "ort_int8_attn",
+            "ort_fused_int8",
             "ort_int8_mixed",
             "ort_int8_smooth",
+            "ort_int8_smooth_attn",
             "ort_int8_smooth_mixed",
             "ort_static_int8",
         )
     },
 }
-#: Backends that compile for tens of seconds to minutes: measured only when named.
-OPT_IN = frozenset({"compile_fp32", "compile_bf16", "torchao_int8_compiled"})
+#: Backends that compile for tens of seconds to minutes, or that only ever lost here (ORT's
+#: fused attention in int8 ran at 0.94x ORT's default dynamic int8 on MiniLM): measured only
+#: when named.
+OPT_IN = frozenset({"compile_fp32", "compile_bf16", "torchao_int8_compiled", "ort_fused_int8"})
 
 
 def default_candidates(*, calibration: bool) -> list[str]:
