@@ -52,7 +52,7 @@ def test_promoted_candidates_are_recorded_and_the_smallest_passing_is_chosen(  #
 ) -> None:
     cfg = tiny_config(
         trials=3,
-        max_accuracy_drop=0.03,
+        max_accuracy_drop=0.01,  # the smallest trial misses it: it is promoted
         ratios=(0.5, 0.9, 0.97),
         bits=(0, 2, 4),
         final_finetune={"epochs": 1, "lr": 0.02, "show_progress": False},
@@ -63,7 +63,7 @@ def test_promoted_candidates_are_recorded_and_the_smallest_passing_is_chosen(  #
     res = run_auto(cfg, tmp_path)
     search = json.loads((tmp_path / "run.json").read_text())["search"]
     trials = {t["number"]: t for t in search["trials"]}
-    ok = [t for t in trials.values() if res.baseline_val_accuracy - t["accuracy"] <= 0.03 + 1e-9]
+    ok = [t for t in trials.values() if res.baseline_val_accuracy - t["accuracy"] <= 0.01 + 1e-9]
     limit = min((t["objective_value"] for t in ok), default=float("inf"))
     promo = search["promotion"]["candidates"]
     assert 1 <= len(promo) <= 2 and search["promotion"]["max_candidates"] == 2
@@ -72,7 +72,7 @@ def test_promoted_candidates_are_recorded_and_the_smallest_passing_is_chosen(  #
         assert t["pareto"] and t["objective_value"] < limit
         assert p["search_accuracy"] == t["accuracy"]
         assert abs(p["drop"] - (res.baseline_val_accuracy - p["accuracy"])) < 1e-9
-        assert p["within_budget"] == (p["drop"] <= 0.03 + 1e-9)
+        assert p["within_budget"] == (p["drop"] <= 0.01 + 1e-9)
         assert (tmp_path / "promoted" / f"{p['number']:04d}").is_dir()
     sizes = [p["objective_value"] for p in promo]
     assert sizes == sorted(sizes)  # smallest first

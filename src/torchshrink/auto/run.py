@@ -134,8 +134,9 @@ def run_auto(config: AutoConfig, out_dir: str | Path, *, show_progress: bool = F
             torch.manual_seed(config.seed)
             args = {**_zoo_defaults(config.model, data), **config.model_args}
             model = torchshrink.load_model(config.model, model_args=args or None)
-            if config.train is not None:
-                torchshrink.train(model, data, config.train)
+            if config.train is not None:  # without the hold-out: it must stay unseen
+                fit = search_data(data, val_size=config.val_size, train_size=None, seed=config.seed)
+                torchshrink.train(model, fit, config.train)
             tmp = torchshrink.save(model, out / "search" / "baseline.tmp.safetensors")
             os.replace(tmp, baseline_path)
         sdata = search_data(
