@@ -38,8 +38,9 @@ target 0.8 **not met**) and 159 at T=8; jitter control 89 vs distilled on jitter
 teacher, 47 errors worse than the control, drags the jittered student down). About 38 minutes
 for these runs, 52 minutes with the ensemble: teachers of seeds 1 and 2 reached 130 and 119
 (seed-to-seed spread 119-136 at 20 epochs), their 3-way average 119, and the student distilled
-from it on the clean transfer set 138 (gap closed 0.46, not met either). The teacher is the weak link: at 20 epochs (all the budget
-allowed) dropout + jitter leave it at 96.6% training accuracy, while the published 67 errors
+from it on the clean transfer set 138 (gap closed 0.46, not met either). The teacher is the
+weak link: at 20 epochs (all the budget allowed) dropout + jitter leave it at 96.6% training
+accuracy, while the published 67 errors
 took thousands of epochs; with a 136-error teacher the clean gap is only 18 errors wide.
 
 Usage:
