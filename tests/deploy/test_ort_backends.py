@@ -137,3 +137,50 @@ def test_backend_names_and_unknown_name() -> None:
     assert {"ort_int8_attn", "ort_int8_smooth_attn", "ort_fused_int8", "fp32"} <= set(names)
     with pytest.raises(ConfigError, match=r"unknown candidate.*'ort_int4'.*ort_int8_smooth_attn"):
         accelerate(nn.Linear(4, 2), torch.randn(2, 4), candidates=["ort_int4"])
+
+
+def _tiny_inputs() -> dict[str, torch.Tensor]:
+    x = {"input_ids": torch.randint(0, 64, (4, 12)), "attention_mask": torch.ones(4, 12).long()}
+    x["attention_mask"][:, 9:] = 0  # padded tail
+    return x  # (B, L) each
+
+
+def test_folded_attention_scale_drops_one_mul_per_layer_with_int8_attention(tmp_path) -> None:
+    from torchshrink.deploy import ort_backends
+    from torchshrink.deploy.backends import BuildContext
+    from torchshrink.deploy.ort_session import OrtSession
+    from torchshrink.quantize.smooth import fold_attention_scale
+
+    model, x = _tiny_bert(), _tiny_inputs()
+    # ORT fuses the scores' scale into a float MatMul but not into an integer one: with int8
+    # attention the fold removes one Mul per layer from ORT's optimised graph.
+    muls, outs = [], []
+    for i, m in enumerate((model, fold_attention_scale(model))):
+        sub = tmp_path / f"fold{i}"
+        sub.mkdir()
+        plain = ort_backends.export_plain(BuildContext(m, x, workdir=sub))
+        path = ort_backends._quantize(plain, sub / "a.onnx", tuned=True, activations=True)
+        sess = OrtSession(path, threads=1)
+        muls.append(sess.op_report().ops.get("Mul", 0))
+        outs.append(torch.from_numpy(sess.run_numpy(*(v.numpy() for v in x.values()))[0]))
+    assert muls[0] - muls[1] == 2, muls
+    assert torch.nn.functional.cosine_similarity(outs[0], outs[1], dim=1).min() > 0.99
+
+
+@pytest.mark.slow  # ~10 s on a quiet 2-core machine (about 25 builds of the tiny model)
+def test_tiny_bert_lean_path_mixes_weight_granularity(tmp_path) -> None:
+    from torchshrink.deploy import ort_backends
+    from torchshrink.deploy.backends import BuildContext
+
+    model, x = _tiny_bert(), _tiny_inputs()
+    with torch.no_grad():
+        ref = model(**x)  # (B, D)
+    ctx = BuildContext(model, x, workdir=tmp_path, reference=ref, fidelity=0.99)
+    built = ort_backends.build("ort_int8_smooth_attn_lean", ctx)
+    cos = torch.nn.functional.cosine_similarity(built.run(x), ref, dim=1).mean()
+    assert float(cos) >= 0.99
+    # 2 layers x (6 weight MatMuls + Q K^T + P V) in int8, no float MatMul left.
+    assert sum(built.low_precision.get(k, 0) for k in INT8) == 16, built.low_precision
+    assert sum(built.float_ops.get(k, 0) for k in ("MatMul", "FusedMatMul")) == 0
+    assert "attention scale folded into the query" in built.note
+    assert "per-tensor" in built.note or "every role per-channel" in built.note

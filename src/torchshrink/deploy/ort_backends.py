@@ -10,11 +10,9 @@
   whose second input is not a weight);
 * ``ort_int8_attn``: ``ort_int8`` plus attention's activation MatMuls (Q K^T and P V) in int8
   (``MatMulInteger`` on two dynamically quantized activations);
-* ``ort_fused_int8``: ``onnxruntime.transformers`` fusions first, then dynamic int8 with
-  per-channel weights, so ORT runs ``QAttention`` (int8 Q/K/V projection),
-  ``SkipLayerNormalization``, ``BiasGelu`` and ``QEmbedLayerNormalization``; on all-MiniLM-L6-v2 (2 cores) 0.95x the speed
-  of ORT's default dynamic int8 on the plain graph (9 interleaved rounds): the float attention
-  inside ``QAttention`` is slower than the plain graph's MatMul / Softmax;
+* ``ort_fused_int8``: ``onnxruntime.transformers`` fusions, then dynamic int8 per-channel
+  (``QAttention``, ``SkipLayerNormalization``, ``BiasGelu``, ``QEmbedLayerNormalization``):
+  0.95x ORT's default on all-MiniLM-L6-v2 (its float attention is slower than MatMul/Softmax);
 * ``ort_int8_mixed``: ``ort_int8`` keeping the most sensitive MatMuls in float until the
   cosine bound is met (each layer's sensitivity is the cosine lost when only it is int8);
 * ``ort_int8_smooth``: the model smoothed first (:func:`torchshrink.quantize.smooth.smooth`:
@@ -26,12 +24,17 @@
   and then only one role of Linears smoothed (e.g. every layer's FFN-in) when that alone keeps
   the bound with the fewest extra ``Mul`` ops; the fused graph cannot be smoothed (the
   smoothing ``Mul`` between LayerNorm and the Q/K/V MatMuls breaks ORT's attention pattern);
+* ``ort_int8_smooth_attn_lean``: ``ort_int8_smooth_attn`` with two cuts: attention's
+  ``1/sqrt(d)`` folded into the query projection before export (the ``Mul`` over every
+  (B, heads, L, L) score tensor goes away; exact up to float rounding), and int8 weights per
+  tensor (ORT's faster kernels) on every role of weight MatMuls except the fewest roles that
+  must stay per channel for the cosine bound (on all-MiniLM-L6-v2: FFN-in, FFN-out and the
+  attention output projection);
 * ``ort_static_int8``: torchshrink's own static QDQ export (``quantize`` + ``export_onnx``),
   only when calibration data is given.
 
-Dynamic int8 activations in ORT are quantized per tensor (``DynamicQuantizeLinear``), so an
-activation with a few outlier channels loses the most; per-channel weights and keeping the
-layers that read such activations in float recover most of it.
+Dynamic int8 activations in ORT are quantized per tensor, so activations with a few outlier
+channels lose the most; per-channel weights and smoothing recover most of it.
 
 Example:
     >>> import torch
@@ -49,6 +52,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -67,13 +71,12 @@ from torchshrink.deploy.ort_session import OrtSession
 NAMES = (
     "ort_fp32", "ort_fused_fp32", "ort_dynamic_int8", "ort_int8", "ort_int8_attn",
     "ort_fused_int8", "ort_int8_mixed", "ort_int8_smooth", "ort_int8_smooth_mixed",
-    "ort_int8_smooth_attn", "ort_static_int8",
+    "ort_int8_smooth_attn", "ort_int8_smooth_attn_lean", "ort_static_int8",
 )  # fmt: skip
 _SENSITIVITY_SAMPLES = 8  # samples of the example batch used to rank layer sensitivity
 _CALIBRATION_CHUNKS = 4  # smoothing calibrates on the example batch in this many chunks
-# SmoothQuant migration strengths, tried in this order until the measured cosine meets the
-# bound (else the best one): on all-MiniLM-L6-v2 0.5 gave 0.9915, 0.65 0.9979, 0.8 0.9985,
-# and 0.3 0.889 (a small alpha blows up the columns of small weights: worse than no smoothing).
+# SmoothQuant migration strengths, tried in order until the cosine meets the bound; on
+# all-MiniLM-L6-v2 0.5: 0.9915, 0.65: 0.9979, 0.8: 0.9985, 0.3: 0.889 (worse than none).
 _ALPHAS = (0.65, 0.8, 0.5)
 
 
@@ -104,11 +107,9 @@ def _eager_attention(model: nn.Module) -> None:
     # "eager" implementation (same numbers) exports as the MatMul / Softmax pattern they fuse.
     for m in model.modules():
         setter = getattr(m, "set_attn_implementation", None)
-        if callable(setter):
-            try:
+        if callable(setter):  # not every model offers it: else keep its own attention
+            with contextlib.suppress(Exception):
                 setter("eager")
-            except Exception:  # not every model offers it: keep its own attention
-                pass
 
 
 def export_plain(ctx: BuildContext) -> Path:
@@ -231,11 +232,9 @@ class _Session:
     def __init__(self, path: Path, ctx: BuildContext) -> None:
         ort: Any = require("onnxruntime", "onnx")
         self.session = OrtSession(path, threads=ctx.threads)
-        # ORT's intra-op threads spin for a while after each run; with several sessions alive
-        # (one per candidate, measured in interleaved rounds) a session's spinning threads
-        # take the cores from whatever runs next: on 2 cores the ORT candidate timed right
-        # after another ORT candidate measured 5-30% slower. So every session here yields
-        # its cores when idle (same for every ORT candidate, baselines included).
+        # Idle intra-op threads spin after each run and take the cores from the candidate
+        # timed next (5-30% slower on 2 cores): every session here, baselines included,
+        # yields its cores when idle.
         opts = self.session.session.get_session_options()
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session.session = ort.InferenceSession(
@@ -321,11 +320,19 @@ def _slice(inputs: Inputs, start: int, stop: int) -> Inputs:
     return inputs[start:stop]
 
 
-def _smoothed(ctx: BuildContext, *, mixed: bool, activations: bool = False) -> Built:
+def _smoothed(
+    ctx: BuildContext, *, mixed: bool, activations: bool = False, lean: bool = False
+) -> Built:
     """SmoothQuant-smoothed model, every weight MatMul int8; alpha chosen by measured cosine.
 
-    ``activations``: attention's activation MatMuls in int8 too.
+    ``activations``: attention's activation MatMuls in int8 too. ``lean``: attention's scale
+    folded into the query weights, and per-tensor weights wherever the bound allows
+    (:func:`_per_tensor_roles`).
     """
+    if lean:
+        from torchshrink.quantize.smooth import fold_attention_scale
+
+        ctx = dataclasses.replace(ctx, model=fold_attention_scale(ctx.model))
     from torchshrink.quantize.smooth import SmoothConfig, collect_stats, smooth
 
     assert ctx.workdir is not None and ctx.reference is not None
@@ -355,11 +362,13 @@ def _smoothed(ctx: BuildContext, *, mixed: bool, activations: bool = False) -> B
         return sess.built(f"{note}per-channel weights, below the bound")
     if activations:
         fewer = _fewest_muls(ctx, calibration, stats, alpha)
+        if fewer is not None and lean:
+            return _per_tensor_roles(ctx, fewer[2], fewer[1], note=f"{note}{fewer[0]}; ")
         if fewer is not None:
             return fewer[1].built(f"{note}{fewer[0]}")
-    # Per-tensor weights (as ORT's default quantizer makes them) when the cosine still holds:
-    # in whole-model runs ORT's default measured 4-8% faster than per-channel int8, though a
-    # standalone interleaved timing of the two graphs could not tell them apart.
+        if lean:
+            return _per_tensor_roles(ctx, base, sess, note=note)
+    # Per-tensor weights (as ORT's default makes them; 4-8% faster) when the cosine holds.
     flat = _Session(_quantize(base, base.with_name("int8_pt.onnx"), tuned=True,
                               per_channel=False, activations=activations), ctx)  # fmt: skip
     flat_cos = _cosine(flat(ctx.inputs), ctx.reference)
@@ -370,23 +379,20 @@ def _smoothed(ctx: BuildContext, *, mixed: bool, activations: bool = False) -> B
 
 def _fewest_muls(
     ctx: BuildContext, calibration: list[Inputs], stats: Any, alpha: float
-) -> tuple[str, _Session] | None:
+) -> tuple[str, _Session, Path] | None:
     """Smooth one role of Linear groups only, the one that keeps the bound with fewest ``Mul``.
 
-    A group whose scale cannot fold into a LayerNorm or a Linear costs one elementwise ``Mul``
-    per forward (measured ~5% of ORT int8 MiniLM for three per layer), and not every group's
-    smoothing helps (on all-MiniLM-L6-v2 smoothing the FFN-out inputs lowered the cosine). A
-    role is a group's first Linear name with its layer numbers removed (``layer.#.query``).
+    An unfolded group costs one ``Mul`` per forward (~5% of ORT int8 MiniLM for three per
+    layer) and not every group's smoothing helps. A role is a group's first Linear name with
+    its layer numbers removed (``layer.#.query``).
     """
-    import re
-
     from torchshrink.quantize.smooth import SmoothConfig, smooth
 
     assert ctx.workdir is not None and ctx.reference is not None
     roles: dict[str, list[tuple[str, ...]]] = {}
     for g in stats.groups:
         roles.setdefault(re.sub(r"\d+", "#", g[0]), []).append(g)
-    found: list[tuple[int, float, str, _Session]] = []
+    found: list[tuple[int, float, str, _Session, Path]] = []
     for i, (role, groups) in enumerate(roles.items()):
         sub_stats = dataclasses.replace(stats, groups=tuple(groups))
         model, rep = smooth(
@@ -399,11 +405,46 @@ def _fewest_muls(
         sess = _Session(_quantize(base, sub / "int8.onnx", tuned=True, activations=True), ctx)
         cos = _cosine(sess(ctx.inputs), ctx.reference)
         if cos >= ctx.fidelity:
-            found.append((muls, -cos, role, sess))
+            found.append((muls, -cos, role, sess, base))
     if not found:
         return None
-    muls, neg_cos, role, sess = min(found, key=lambda t: t[:2])
-    return f"only {role} smoothed ({muls} Mul, cosine {-neg_cos:.4f})", sess
+    muls, neg_cos, role, sess, base = min(found, key=lambda t: t[:2])
+    return f"only {role} smoothed ({muls} Mul, cosine {-neg_cos:.4f})", sess, base
+
+
+def _per_tensor_roles(ctx: BuildContext, base: Path, fallback: _Session, *, note: str) -> Built:
+    """Per-tensor int8 weights (ORT's faster kernels) on all but the fewest roles of MatMuls.
+
+    Roles (node names without layer numbers) are ranked by the cosine each recovers alone
+    as per-channel, then made per-channel in that order until the bound holds. Two quantizer
+    passes: per-channel roles and attention's activation MatMuls, then the rest per tensor.
+    """
+    assert ctx.workdir is not None and ctx.reference is not None
+    layers = weight_matmuls(base)
+    roles: dict[str, list[str]] = {}
+    for n in layers:
+        roles.setdefault(re.sub(r"\d+", "#", n), []).append(n)
+
+    def mixed(per_channel: list[str], tag: str) -> tuple[float, _Session]:
+        rest = [n for n in layers if n not in per_channel]
+        first = _quantize(base, base.with_name(f"lean_{tag}_a.onnx"), exclude=rest, tuned=True,
+                          activations=True)  # fmt: skip
+        path = _quantize(first, base.with_name(f"lean_{tag}.onnx"), tuned=True, per_channel=False)
+        sess = _Session(path, ctx)
+        return _cosine(sess(ctx.inputs), ctx.reference), sess
+
+    alone = {r: mixed(ns, f"r{i}")[0] for i, (r, ns) in enumerate(roles.items())}
+    ranked = sorted(roles, key=lambda r: -alone[r])
+    for k in range(len(ranked)):  # k = len(ranked), all per-channel, is the fallback
+        chosen = ranked[:k]
+        cos, sess = mixed([n for r in chosen for n in roles[r]], f"k{k}")
+        if cos >= ctx.fidelity:
+            kept = ", ".join(chosen) or "none"
+            return sess.built(
+                f"{note}attention scale folded into the query; per-channel weights only for "
+                f"{kept}, the rest per-tensor (cosine {cos:.4f})"
+            )
+    return fallback.built(f"{note}attention scale folded into the query; every role per-channel")
 
 
 def _static(ctx: BuildContext) -> Built:
@@ -450,6 +491,8 @@ def build(name: str, ctx: BuildContext) -> Built:
         return _smoothed(ctx, mixed=name.endswith("mixed"))
     if name == "ort_int8_smooth_attn":
         return _smoothed(ctx, mixed=False, activations=True)
+    if name == "ort_int8_smooth_attn_lean":
+        return _smoothed(ctx, mixed=False, activations=True, lean=True)
     if name == "ort_static_int8":
         return _static(ctx)
     raise ConfigError(f"unknown ONNX Runtime backend {name!r}")

@@ -381,3 +381,36 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, module)
+
+
+def fold_attention_scale(model: nn.Module) -> nn.Module:
+    """A copy with attention's ``1/sqrt(d)`` folded into the query projection.
+
+    ``softmax((Q K^T) * c)`` equals ``softmax((c Q) K^T)``, so scaling the query Linear's weight
+    and bias by ``c`` and setting the attention's ``scaling`` to 1 computes the same function
+    (up to float rounding). In an int8 ONNX export this removes the elementwise ``Mul`` over
+    every (B, heads, L, L) score tensor, which ORT cannot fuse into an integer MatMul. Applies
+    to attention modules with a float ``scaling`` attribute and a ``query`` Linear
+    (Hugging Face BERT-style); anything else is left as it is.
+
+    Example:
+        >>> from transformers import BertConfig, BertModel
+        >>> cfg = BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        ...                  intermediate_size=16, vocab_size=20)
+        >>> bert = BertModel(cfg).eval()
+        >>> ids = torch.tensor([[1, 2, 3]])
+        >>> folded = fold_attention_scale(bert)
+        >>> bool(torch.allclose(folded(ids).last_hidden_state, bert(ids).last_hidden_state,
+        ...                     atol=1e-5))
+        True
+    """
+    out = copy.deepcopy(model)
+    for m in out.modules():
+        scale, query = getattr(m, "scaling", None), getattr(m, "query", None)
+        if isinstance(scale, float) and scale != 1.0 and isinstance(query, nn.Linear):
+            with torch.no_grad():
+                query.weight.mul_(scale)  # (out, in): every output row
+                if query.bias is not None:
+                    query.bias.mul_(scale)
+            m.scaling = 1.0  # the traced "* 1.0" is dropped by ORT's graph optimizer
+    return out
