@@ -419,7 +419,8 @@ def _per_tensor_roles(ctx: BuildContext, base: Path, fallback: _Session, *, note
     as per-channel, then made per-channel in that order until the bound holds. Two quantizer
     passes: per-channel roles and attention's activation MatMuls, then the rest per tensor.
     """
-    assert ctx.workdir is not None and ctx.reference is not None
+    reference = ctx.reference
+    assert reference is not None
     layers = weight_matmuls(base)
     roles: dict[str, list[str]] = {}
     for n in layers:
@@ -431,7 +432,7 @@ def _per_tensor_roles(ctx: BuildContext, base: Path, fallback: _Session, *, note
                           activations=True)  # fmt: skip
         path = _quantize(first, base.with_name(f"lean_{tag}.onnx"), tuned=True, per_channel=False)
         sess = _Session(path, ctx)
-        return _cosine(sess(ctx.inputs), ctx.reference), sess
+        return _cosine(sess(ctx.inputs), reference), sess
 
     alone = {r: mixed(ns, f"r{i}")[0] for i, (r, ns) in enumerate(roles.items())}
     ranked = sorted(roles, key=lambda r: -alone[r])
