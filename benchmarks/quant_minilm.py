@@ -42,9 +42,9 @@ only FFN-in, FFN-out and key), ``ort_int8_smooth_attn`` 2.77x @0.9955, ``ort_int
 ``ort_fused_int8`` 2.85x @0.9936. The best path within the bound (lean) is 0.97x ORT
 default's speed, per-round 0.91-1.03: no win (the run before measured ``ort_int8_smooth_attn``
 at 1.024x, 0.97-1.11; this run 0.96x). Measured by hand on the side (5-7 interleaved rounds,
-load 3.4-4.4): ORT's transformer fusions with attention fusion off (12 SkipLayerNormalization
-and 6 BiasGelu in the final graph; ORT's own passes make 6 and 6 Gelu) were not faster
-(1.06x vs 1.13x unfused, same noise); the query fold alone +2%; per-tensor weights everywhere
+load 3.4-4.4): ORT's transformer fusions with attention fusion off (final graph: 12
+SkipLayerNormalization, 6 BiasGelu; ORT's own passes alone: 6 SkipLayerNormalization, 6
+Gelu) were not faster (1.06x vs 1.13x unfused, same noise); the query fold alone +2%; per-tensor weights everywhere
 +5-8% but cosine 0.963. Earlier: full fusions with QAttention 0.94-0.95x; s8s8 activations
 slower; 8-bit ``MatMulNBits`` cosine 0.9997 at 0.55-0.6x. In ORT default about half the time
 is the int8 GEMMs, a quarter the float attention (Q K^T, softmax, P V over all 128 positions)
