@@ -1,6 +1,7 @@
 """Hinton et al. (2015) distillation on MNIST: 1200-1200 teacher -> 800-800 student, + ensemble.
 
-Teacher: 784-1200-1200-10 MLP with dropout (input 0.2, hidden 0.5), trained on inputs jittered
+Teacher: 784-1200-1200-10 MLP with dropout (``--input-dropout`` 0.2, ``--hidden-dropout`` 0.5
+by default, Hinton's rates), trained on inputs jittered
 by up to 2 pixels (``augment="shift2"``) with a max-norm constraint on every unit's incoming
 weights (``--max-norm``, as in the dropout paper) in place of weight decay, Nesterov SGD
 (momentum 0.9) with a 1-epoch warm-up, cosine decay from ``--teacher-lr`` 0.05 and gradient
@@ -28,8 +29,9 @@ regularisation. Runs, all MNIST test errors (out of 10,000):
 Teachers are kept in ``--cache-dir`` (keyed by seed and a hash of their training settings), so
 a crash or a second run does not retrain them. The record is rewritten after every run.
 
-Measured (``benchmarks/results/distill_mnist.json``): see the record's ``headline``; the
-command and its wall time are in the record's ``config`` and each run's ``seconds``.
+Measured (``benchmarks/results/distill_mnist.json``): the record's ``headline`` (and each of its
+``variants``' own); the command and its wall time are in the record's ``config`` and each run's
+``seconds``.
 Last full run (2026-11-25, 1 thread, shared 2-core machine at load average 5-10), command
 ``python benchmarks/distill_mnist.py --teacher-epochs 20 --student-epochs 12 --temperatures 20 8
 --cache-dir /tmp/distill_teachers_s10``: teacher 136 errors (20 epochs, 1142 s); student alone
@@ -43,9 +45,24 @@ weak link: at 20 epochs (all the budget allowed) dropout + jitter leave it at 96
 accuracy, while the published 67 errors
 took thousands of epochs; with a 136-error teacher the clean gap is only 18 errors wide.
 
+Lighter dropout (record's ``variants["light_dropout_0.1_0.2"]``; the rates, T=20 and every
+other setting fixed before the run, one run, no test-split selection), 2026-11-25, 1 thread,
+load average 1-5, command ``python benchmarks/distill_mnist.py --teacher-epochs 20
+--student-epochs 12 --temperatures 20 --input-dropout 0.1 --hidden-dropout 0.2 --runs alone
+distill ensemble --cache-dir /tmp/distill_teachers_s10 --variant light_dropout_0.1_0.2``,
+22 minutes in all: the training loss fell every epoch (0.75, 0.21, 0.15 ... 0.038; 98.8%
+training accuracy at epoch 20), teacher **84** errors (392 s); student alone clean 154 again
+(116 s; the same run as before, same count); distilled on the clean transfer set at
+T=20 **96** (117 s, agreement with the teacher 99.67%): gap closed (154 - 96) / (154 - 84) =
+**0.83, target 0.8 met** (one seed; a few errors either way would move it across 0.8). Ensemble
+of seeds 0-2 (84 / 89 / 81, averaged logits 81) distilled into the student on the clean
+transfer set: 96 as well, gap closed 0.79 (just under 0.8): the ensemble adds nothing over
+its best member here.
+
 Usage:
     python benchmarks/distill_mnist.py [--teacher-epochs 20] [--student-epochs 12]
         [--temperatures 20 8] [--ensemble-seeds 0 1 2] [--only-teachers] [--limit N]
+        [--input-dropout 0.2] [--hidden-dropout 0.5] [--variant NAME]
         [--runs alone distill control jitter_distill temperatures ensemble]
         [--merge A.json B.json --out C.json]
 """
@@ -72,22 +89,23 @@ from torchshrink.train.hooks import TrainHook, TrainState
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
 OUT = Path(__file__).resolve().parent / "results" / "distill_mnist.json"
 RUNS = ("alone", "distill", "control", "jitter_distill", "temperatures", "ensemble")
+DEFAULT_DROPOUT = (0.2, 0.5)  # Hinton's teacher: input 0.2, hidden 0.5
 PUBLISHED = {"student_alone": 146, "student_distilled_T20": 74, "teacher": 67}
 ALONE_CLEAN = "student alone (clean)"
 CONTROL = "student alone (jitter, control)"
 
 
-def mlp(hidden: int, *, dropout: bool, seed: int) -> nn.Module:
-    """784-h-h-10 ReLU MLP; with ``dropout``, 0.2 on the input and 0.5 after each hidden layer."""
+def mlp(hidden: int, *, dropout: tuple[float, float] | None, seed: int) -> nn.Module:
+    """784-h-h-10 ReLU MLP; ``dropout`` = (input rate, rate after each hidden layer)."""
     torch.manual_seed(seed)
     layers: list[nn.Module] = [nn.Flatten()]
     if dropout:
-        layers.append(nn.Dropout(0.2))
+        layers.append(nn.Dropout(dropout[0]))
     width = 784
     for _ in range(2):
         layers += [nn.Linear(width, hidden), nn.ReLU()]
         if dropout:
-            layers.append(nn.Dropout(0.5))
+            layers.append(nn.Dropout(dropout[1]))
         width = hidden
     layers.append(nn.Linear(width, 10))
     return nn.Sequential(*layers)
@@ -132,11 +150,21 @@ def n_params(model: nn.Module) -> int:
 
 
 def get_teacher(
-    seed: int, data: Any, cfg: TrainConfig, cache: Path, *, max_norm: float | None, limit: Any
+    seed: int,
+    data: Any,
+    cfg: TrainConfig,
+    cache: Path,
+    *,
+    max_norm: float | None,
+    limit: Any,
+    dropout: tuple[float, float] = DEFAULT_DROPOUT,
 ) -> tuple[nn.Module, float | None]:
     """A trained teacher: from ``cache`` when this seed / config / limit was trained before."""
-    model = mlp(1200, dropout=True, seed=seed)
-    key = json.dumps([cfg.model_dump(mode="json"), max_norm, limit], sort_keys=True)
+    model = mlp(1200, dropout=dropout, seed=seed)
+    parts: list[Any] = [cfg.model_dump(mode="json"), max_norm, limit]
+    if dropout != DEFAULT_DROPOUT:  # only then: teachers cached before the flag keep their key
+        parts.append(list(dropout))
+    key = json.dumps(parts, sort_keys=True)
     tag = hashlib.sha1(key.encode()).hexdigest()[:10]
     path = cache / f"teacher_seed{seed}_{cfg.epochs}e_{tag}.pt"
     if path.exists():
@@ -160,6 +188,8 @@ def main() -> None:
     ap.add_argument("--temperatures", type=float, nargs="+", default=[20.0, 8.0])
     ap.add_argument("--alpha", type=float, default=0.9)
     ap.add_argument("--teacher-lr", type=float, default=0.05)
+    ap.add_argument("--input-dropout", type=float, default=DEFAULT_DROPOUT[0])
+    ap.add_argument("--hidden-dropout", type=float, default=DEFAULT_DROPOUT[1])
     ap.add_argument("--max-norm", type=float, default=3.0, help="teacher max-norm; 0 disables")
     ap.add_argument("--student-lr", type=float, default=0.05)
     ap.add_argument("--grad-clip", type=float, default=5.0)
@@ -171,6 +201,11 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="samples per split (smoke runs)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
+    ap.add_argument(
+        "--variant",
+        help="store the record under this key of --out's "
+        "'variants', keeping the rest of the file (earlier runs) as it is",
+    )
     ap.add_argument("--merge", type=Path, nargs="+", help="join these records into --out, exit")
     args = ap.parse_args()
     if args.merge:
@@ -180,6 +215,7 @@ def main() -> None:
     data = torchshrink.load_data(args.data, limit=args.limit)
     common = {"show_progress": False, "num_threads": args.threads, "label_smoothing": 0.0}
     max_norm = args.max_norm or None
+    dropout = (args.input_dropout, args.hidden_dropout)
     # Teacher: dropout + jitter + max-norm instead of weight decay (the dropout paper's recipe).
     t_cfg = TrainConfig.preset(
         "scratch", epochs=args.teacher_epochs, lr=args.teacher_lr, weight_decay=0.0,
@@ -192,7 +228,8 @@ def main() -> None:
     )  # fmt: skip
 
     def teacher_for(seed: int) -> tuple[nn.Module, float | None]:
-        return get_teacher(seed, data, t_cfg, args.cache_dir, max_norm=max_norm, limit=args.limit)
+        return get_teacher(seed, data, t_cfg, args.cache_dir, max_norm=max_norm,
+                           limit=args.limit, dropout=dropout)  # fmt: skip
 
     if args.only_teachers:
         for seed in args.ensemble_seeds:
@@ -205,7 +242,7 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "config": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                    "teacher_train": t_cfg.model_dump(mode="json"),
-                   "teacher_max_norm": max_norm,
+                   "teacher_max_norm": max_norm, "teacher_dropout": list(dropout),
                    "student_train": s_cfg.model_dump(mode="json")},
         "machine": machine_info(),
         "reference": "Hinton et al. 2015, MNIST: student 784-800-800-10 146 errors alone, 74 "
@@ -221,19 +258,19 @@ def main() -> None:
         print(run, flush=True)
         record["wall_seconds"] = time.perf_counter() - t_start
         summarize(record)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        write(args.out, record, variant=args.variant)
 
     first_seed = args.ensemble_seeds[0] if args.ensemble_seeds else 0
     teacher, sec = teacher_for(first_seed)
     t_err = errors(teacher, data)
     log({"name": "teacher 1200-1200 dropout+jitter+max-norm", "test_errors": t_err,
-         "params": n_params(teacher), "epochs": args.teacher_epochs, "seconds": sec})  # fmt: skip
+         "params": n_params(teacher), "dropout": list(dropout), "epochs": args.teacher_epochs,
+         "seconds": sec})  # fmt: skip
 
     def student_run(name: str, transfer: str, teachers: list[nn.Module] | None,
                     temperature: float | None, teacher_errors: int | None) -> None:  # fmt: skip
         t0 = time.perf_counter()
-        s = mlp(800, dropout=False, seed=1)
+        s = mlp(800, dropout=None, seed=1)
         augment = "shift2" if transfer == "jitter" else None
         cfg = s_cfg.model_copy(update={"augment": augment})
         run: dict[str, Any] = {"name": name, "transfer": transfer, "params": n_params(s),
@@ -285,6 +322,18 @@ def main() -> None:
                     first, e_err)  # fmt: skip
     print(json.dumps(record.get("headline"), indent=2))
     print(f"wrote {args.out}")
+
+
+def write(out: Path, record: dict[str, Any], *, variant: str | None) -> None:
+    """Write ``record`` to ``out``; with ``variant``, as ``out["variants"][variant]`` instead."""
+    if variant is not None:
+        outer = json.loads(out.read_text()) if out.exists() else {}
+        outer.setdefault("variants", {})[variant] = record
+        record = outer
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.rename(out)  # atomic: a crash mid-write never leaves the earlier runs half-written
 
 
 def _gap(base: int | None, e: int, te: int) -> float | None:
