@@ -67,7 +67,7 @@ def test_distillation_reaches_the_fine_tunes_and_changes_the_result(
 
 
 @pytest.mark.integration
-def test_run_auto_records_distillation_and_builds_the_final_with_it(  # type: ignore[no-untyped-def]
+def test_run_auto_builds_the_distilled_final_through_the_runner(  # type: ignore[no-untyped-def]
     tmp_path: Path, tiny_config
 ) -> None:
     cfg = tiny_config(
@@ -82,11 +82,15 @@ def test_run_auto_records_distillation_and_builds_the_final_with_it(  # type: ig
     res = run_auto(cfg, tmp_path)
     doc = json.loads((tmp_path / "run.json").read_text())
     assert doc["search"]["distill"]["alpha"] == 0.7
-    built = doc["built_with_distillation"]["stages"]
+    assert "built_with_distillation" not in doc  # a normal compress record, stage by stage
+    built = doc["stages"]
     assert [d["kind"] for d in built][-1] == "export"
-    assert [d.get("distilled") for d in built if d["kind"] == "prune"] in (
+    assert all("accuracy" in d["metrics"] for d in built)
+    prune = [d for d in built if d["kind"] == "prune"]
+    assert [d["details"].get("distilled") for d in prune] in (
         [True],
         [],  # every layer drawn at ratio 0: no prune stage
     )
+    assert [d["config"]["distill"]["alpha"] for d in prune] in ([0.7], [])
     assert res.model_path is not None and res.model_path.is_file()
     assert 0.0 < res.final["accuracy"] <= 1.0 and res.final["file_bytes"] > 0

@@ -5,7 +5,7 @@ stage functions ``compress`` runs, on a search bundle whose "test" split is a va
 subset of the training split: the real test split is never seen during the search.
 
 With a ``distill`` setting the candidate's pruning fine-tune also learns the dense
-baseline's soft targets (:func:`build_candidate`).
+baseline's soft targets: the prune stages carry ``distill`` (:func:`with_distill`).
 
 Example:
     >>> import torchshrink
@@ -104,6 +104,36 @@ def search_data(
     )
 
 
+def with_distill(
+    stages: list[dict[str, Any]], distill: DistillConfig | None
+) -> list[dict[str, Any]]:
+    """``stages`` with ``distill`` set on every prune stage that fine-tunes.
+
+    The pruning fine-tune then also learns the dense baseline's soft targets (the prune stage's
+    ``distill``, see :class:`torchshrink.pipeline.recipe.PruneStage`). A one-shot prune
+    followed by a plain ``finetune`` stage is left alone, and so is the centroid fine-tune:
+    its per-cluster gradient is the *sum* over the cluster's weights (Han et al.), and the soft
+    targets' gradient, unlike the labels' once the model is right, does not vanish; summed
+    over ~50,000 weights a cluster it wrecked LeNet-5 (3-bit dense fc1: 7.7% after one
+    epoch at lr 1e-3 with alpha 0.7, T 4; 99.2% from the labels alone).
+
+    Example:
+        >>> s = with_distill([{"kind": "prune", "config": {"ratio": 0.5, "finetune": {}}},
+        ...                   {"kind": "export"}], DistillConfig(alpha=0.7))
+        >>> s[0]["distill"]["alpha"], "distill" in s[1]
+        (0.7, False)
+    """
+    if distill is None:
+        return list(stages)
+    doc = distill.model_dump(mode="json")
+    return [
+        {**s, "distill": doc}
+        if s.get("kind") == "prune" and (s.get("config") or {}).get("finetune") is not None
+        else s
+        for s in stages
+    ]
+
+
 def build_candidate(
     baseline_path: Path,
     stages: list[dict[str, Any]],
@@ -114,14 +144,9 @@ def build_candidate(
 ) -> tuple[nn.Module, Path | None, list[dict[str, Any]]]:
     """Run ``stages`` on the baseline model file; return the model, its coded file and details.
 
-    Every stage runs through the recipe stage functions ``compress`` uses, except that with
-    ``distill`` the pruning fine-tune also gets the soft-target loss of the dense baseline
-    (the teacher) and its hard-label cross-entropy is weighted ``1 - alpha`` (the mix
-    :func:`torchshrink.distill.distill` uses). The centroid fine-tune is not distilled: its
-    per-cluster gradient is the *sum* over the cluster's weights (Han et al.), and the soft
-    targets' gradient, unlike the labels' once the model is right, does not vanish; summed
-    over ~50,000 weights a cluster it wrecked LeNet-5 (3-bit dense fc1: 7.7% after one
-    epoch at lr 1e-3 with alpha 0.7, T 4; 99.2% from the labels alone).
+    Every stage runs through the recipe stage functions ``compress`` uses; ``distill`` is put
+    into the prune stages that fine-tune (:func:`with_distill`), whose teacher is the
+    baseline file.
 
     Example:
         See :func:`evaluate_candidate`.
@@ -131,41 +156,19 @@ def build_candidate(
     from torchshrink.pipeline.stages import StageContext, run_stage
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    recipe = recipe_from_dict({"model": str(baseline_path), "data": data.name, "stages": stages})
+    recipe = recipe_from_dict(
+        {"model": str(baseline_path), "data": data.name, "stages": with_distill(stages, distill)}
+    )
     ctx = StageContext(recipe=recipe, data=data, out_dir=work_dir, baseline_path=baseline_path)
     model = torchshrink.load(baseline_path)
-    teacher = torchshrink.load(baseline_path).eval() if distill is not None else None
     file_path: Path | None = None
     details_list = []
     for stage in recipe.stages:
-        if teacher is not None and stage.kind == "prune":
-            assert distill is not None  # teacher implies it
-            model, details = _distilled_stage(stage, model, ctx, teacher, distill)
-        else:
-            model, details = run_stage(stage, model, ctx)
+        model, details = run_stage(stage, model, ctx)
         details_list.append({"kind": stage.kind, **details})
         if "file_path" in details:
             file_path = Path(details["file_path"])
     return model, file_path, details_list
-
-
-def _distilled_stage(
-    stage: Any, model: nn.Module, ctx: Any, teacher: nn.Module, distill: DistillConfig
-) -> tuple[nn.Module, dict[str, Any]]:
-    # The prune stage function, with the teacher's loss terms in its fine-tune.
-    from torchshrink.distill.distiller import distill_loss_terms
-    from torchshrink.prune.pruner import prune
-
-    terms = distill_loss_terms(model, teacher, distill)
-    cfg = stage.config
-    if cfg.finetune is not None:  # hard labels weighted 1 - alpha, as distill() does
-        ce = (1 - distill.alpha) * cfg.finetune.ce_weight
-        cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"ce_weight": ce})})
-    x = ctx.example_inputs()  # (8, *input_shape)
-    result = prune(model, cfg, example_inputs=x, data=ctx.data, loss_terms=terms)
-    for term in terms:
-        getattr(term, "close", lambda: None)()
-    return model, {"sparsity": float(result.sparsity), "distilled": cfg.finetune is not None}
 
 
 def evaluate_candidate(

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from torchshrink.auto.config import AutoConfig
-from torchshrink.auto.objective import search_data
+from torchshrink.auto.objective import search_data, with_distill
 from torchshrink.auto.promote import promote
 from torchshrink.auto.search import (
     WorkerSpec,
@@ -248,19 +248,21 @@ def _finish(
             "data_limit": config.data_limit,
             "seed": config.seed,
             "profile_repeats": config.latency_repeats,
-            "stages": space.stages(
-                chosen["params"] if chosen else {},
-                finetune=config.final_finetune,
-                centroid_finetune=config.centroid_finetune,
-                agp=config.agp,
+            # with ``distill`` the prune stages distil from the baseline, as in the search
+            "stages": with_distill(
+                space.stages(
+                    chosen["params"] if chosen else {},
+                    finetune=config.final_finetune,
+                    centroid_finetune=config.centroid_finetune,
+                    agp=config.agp,
+                ),
+                config.distill,
             ),
         },
         source="auto",
     )
     model_path: Path | None = None
-    if chosen is not None and config.distill is not None:
-        doc, model_path = _distilled_final(recipe, baseline_path, data, config, out)
-    elif chosen is not None:
+    if chosen is not None:
         rec = run_recipe(recipe, out, show_progress=show_progress, report=False)
         doc = json.loads(rec.run_json.read_text(encoding="utf-8"))
         model_path = rec.model_path
@@ -328,38 +330,6 @@ def _search_only(out: Path, study: Any, base_val: float) -> AutoResult:
         final={},
         baseline={},
     )
-
-
-def _distilled_final(
-    recipe: Any, baseline_path: Path, data: Any, config: AutoConfig, out: Path
-) -> tuple[dict[str, Any], Path]:
-    # The compress runner's prune / cluster stages take no loss terms, so a distilled final
-    # model is built by the search's own builder (teacher: the baseline), on the whole training
-    # split, and measured on the test split as the runner measures (profile of the coded file).
-    import time
-
-    import torchshrink
-    from torchshrink.auto.objective import build_candidate
-    from torchshrink.pipeline.runner import _machine, _versions
-
-    t0 = time.perf_counter()
-    torch.manual_seed(config.seed)
-    stages = [s.model_dump(mode="json", by_alias=True) for s in recipe.stages]
-    model, file_path, details = build_candidate(
-        baseline_path, stages, data, work_dir=out, distill=config.distill
-    )
-    model_path = torchshrink.save(model, out / "model.safetensors")
-    doc = {
-        "recipe": recipe.model_dump(mode="json", by_alias=True),
-        "baseline": _profile(torchshrink.load(baseline_path), baseline_path, data, config),
-        "stages": [],
-        "built_with_distillation": {"stages": details, "seconds": time.perf_counter() - t0},
-        "final": _profile(model, file_path or model_path, data, config),
-        "model_path": str(model_path),
-        "versions": _versions(),
-        "machine": _machine(),
-    }
-    return doc, model_path
 
 
 def _profile(model: Any, file_path: Path, data: Any, config: AutoConfig) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from torchshrink.core.errors import ConfigError
 from torchshrink.distill.distiller import DistillConfig
@@ -42,6 +42,17 @@ class PruneStage(BaseModel):
     ``sensitivity`` lists pruning ratios at which each layer's accuracy is measured first (with
     the stage's granularity and method); the table goes into the stage's details and the report
     draws it as curves.
+
+    ``distill`` makes the stage's fine-tune (``config.finetune``) also match the soft targets
+    (and any feature pairs) of the model the recipe started from, its baseline, with the
+    hard-label cross-entropy weighted ``1 - alpha`` as :func:`torchshrink.distill` does: a
+    pruned model recovers closer to the dense one (Hinton et al. 2015; Sanh et al. 2020).
+
+    Example:
+        >>> s = PruneStage(kind="prune", config={"ratio": 0.8, "finetune": {"epochs": 1}},
+        ...                distill={"alpha": 0.7, "temperature": 4})
+        >>> s.distill.alpha, s.config.finetune.epochs
+        (0.7, 1)
     """
 
     model_config = _FROZEN
@@ -51,6 +62,19 @@ class PruneStage(BaseModel):
     sensitivity: list[Annotated[float, Field(ge=0.0, lt=1.0)]] | None = Field(
         default=None, min_length=1
     )
+    distill: DistillConfig | None = None
+
+    @field_validator("distill")
+    @classmethod
+    def _needs_finetune(cls, value: DistillConfig | None, info: ValidationInfo) -> Any:
+        # distillation happens inside the stage's fine-tune: without one it would silently do nothing
+        cfg = info.data.get("config")
+        if value is not None and cfg is not None and cfg.finetune is None:
+            raise ValueError(
+                "distill needs the stage's fine-tune to distil in; set config.finetune "
+                "(got config.finetune=None)"
+            )
+        return value
 
 
 class QuantizeStage(BaseModel):

@@ -39,6 +39,7 @@ from torchshrink.pipeline.recipe import (
     QuantizeStage,
     Recipe,
 )
+from torchshrink.prune.config import PruneConfig
 from torchshrink.train.hooks import TrainHook
 
 
@@ -84,11 +85,37 @@ def _prune(stage: PruneStage, model: nn.Module, ctx: StageContext) -> tuple[nn.M
             granularity=cfg.granularity if cfg.granularity != "nm" else "unstructured",
             method=cfg.method, seed=ctx.recipe.seed,
         )  # fmt: skip
-    result = prune(model, stage.config, example_inputs=ctx.example_inputs(), data=ctx.data)
-    details = _scalars(result)
+    cfg, terms = (stage.config, []) if stage.distill is None else _distill_terms(stage, model, ctx)
+    try:
+        result = prune(
+            model, cfg, example_inputs=ctx.example_inputs(), data=ctx.data, loss_terms=terms
+        )
+    finally:
+        for term in terms:  # the feature terms hold forward hooks on the model
+            getattr(term, "close", lambda: None)()
+    details = {**_scalars(result), "sparsity": float(result.sparsity)}
+    if stage.distill is not None:
+        details["distilled"] = True
     if table is not None:
         details["sensitivity"] = table.to_dict()
     return model, details
+
+
+def _distill_terms(
+    stage: PruneStage, model: nn.Module, ctx: StageContext
+) -> tuple[PruneConfig, list[Any]]:
+    """The prune config with its hard-label loss weighted ``1 - alpha``, and the loss terms that
+    match the baseline's (the model before the first stage) soft targets in its fine-tune."""
+    import torchshrink
+    from torchshrink.distill.distiller import distill_loss_terms
+
+    assert stage.distill is not None and stage.config.finetune is not None  # the recipe checks
+    teacher = torchshrink.load(ctx.baseline_path).eval()
+    terms = distill_loss_terms(model, teacher, stage.distill)
+    ft = stage.config.finetune
+    # the mix distill() trains with: soft targets weighted alpha (inside the kd term), labels 1 - alpha
+    ft = ft.model_copy(update={"ce_weight": (1 - stage.distill.alpha) * ft.ce_weight})
+    return stage.config.model_copy(update={"finetune": ft}), terms
 
 
 def _quantize(stage: QuantizeStage, model: nn.Module, ctx: StageContext) -> tuple[nn.Module, dict]:
