@@ -168,6 +168,22 @@ def test_linear_replaced_by_sequential_and_block_by_identity(tmp_path: Path) -> 
     _outputs_equal(m, back, m.example_inputs(2))
 
 
+def test_same_type_layer_whose_bias_was_removed_or_added_loads(tmp_path: Path) -> None:
+    # Same module type, different constructor: a bias dropped (folded elsewhere) or added.
+    m = load_model("zoo:lenet5")
+    m.fc1 = nn.Linear(m.fc1.in_features, m.fc1.out_features, bias=False)
+    m.conv2 = nn.Conv2d(20, 50, 5, bias=False)
+    back = load(save(m, tmp_path / "b.safetensors"))
+    assert back.fc1.bias is None and back.conv2.bias is None
+    assert sum(p.numel() for p in back.parameters()) == sum(p.numel() for p in m.parameters())
+    _outputs_equal(m, back, m.example_inputs(2))
+    r = load_model("zoo:resnet20")  # its convs have no bias: one gains one
+    r.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=True)
+    back = load(save(r, tmp_path / "r.safetensors"))
+    assert back.conv1.bias is not None and back.layer1[0].conv1.bias is None
+    _outputs_equal(r, back, r.example_inputs(2))
+
+
 def test_tied_weights_stay_tied() -> None:
     m = load_model(f"{USER}:tied_lm")
     back = from_bytes(to_bytes(m))

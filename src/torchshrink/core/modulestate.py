@@ -185,7 +185,8 @@ def record_modules(model: nn.Module) -> dict[str, dict[str, Any]]:
 def apply_modules(model: nn.Module, records: Mapping[str, Mapping[str, Any]]) -> None:
     """Make the rebuilt ``model`` match ``records`` (in place); tensors are loaded afterwards.
 
-    Modules of the recorded type get the recorded attributes; modules of another type (or
+    Modules of the recorded type get the recorded attributes (or are built again when a
+    constructor value differs, e.g. a bias removed); modules of another type (or
     missing) are constructed from the allow-list; modules that the record does not list are
     removed, so that the state_dict keys match. Per-module extras
     (:mod:`.modulestate_extra`) are restored last.
@@ -198,8 +199,9 @@ def apply_modules(model: nn.Module, records: Mapping[str, Mapping[str, Any]]) ->
         type_name, attrs = str(rec["type"]), rec.get("attrs", {})
         current = _get(model, name)
         if current is not None and qualified_name(type(current)) == type_name:
-            _restore(current, attrs)
-            continue
+            if name == "" or not _ctor_differs(current, attrs):
+                _restore(current, attrs)
+                continue
         if name == "":
             raise ModelFileError(
                 f"the model file holds a '{type_name}' but its spec rebuilds a "
@@ -219,6 +221,15 @@ def apply_modules(model: nn.Module, records: Mapping[str, Mapping[str, Any]]) ->
             if parent is not None:
                 parent._modules.pop(child, None)
     restore_extras(model, records, where="model file")
+
+
+def _ctor_differs(module: nn.Module, attrs: Mapping[str, Any]) -> bool:
+    # A constructor value that attributes cannot change (e.g. a Linear built with a bias whose
+    # record says bias=False): the module must be built again from the record.
+    state = state_for(type(module))
+    if state is None or state.ctor is None or state.derived is None:
+        return False
+    return any(k in attrs and _jsonable(v) != attrs[k] for k, v in state.derived(module).items())
 
 
 def _restore(module: nn.Module, attrs: Mapping[str, Any]) -> None:
