@@ -88,3 +88,42 @@ def test_scaled_model_file_round_trips(tmp_path: Path) -> None:
     back = torchshrink.load(torchshrink.save(m, tmp_path / "s.safetensors"))
     assert back.hidden == (60, 20, 20)
     assert torch.equal(back(x), m(x))
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+@pytest.mark.parametrize(
+    ("name", "width", "depth", "widths", "blocks"),
+    [
+        ("resnet20", 1.0, 1.0, (16, 32, 64), 3),
+        ("resnet20", 0.5, 0.34, (8, 16, 32), 1),
+        ("resnet20", 0.3, 2.0, (5, 10, 19), 6),  # odd channel steps: shortcut A pads unevenly
+        ("resnet56", 0.25, 0.5, (4, 8, 16), 5),
+    ],
+)
+def test_resnet_width_and_depth(
+    name: str, width: float, depth: float, widths: tuple[int, int, int], blocks: int, shortcut: str
+) -> None:
+    m = create_zoo_model(name, width=width, depth=depth, shortcut=shortcut, input_size=16)
+    stages = (m.layer1, m.layer2, m.layer3)
+    assert tuple(s[-1].conv2.out_channels for s in stages) == widths
+    assert [len(s) for s in stages] == [blocks] * 3
+    assert (m.conv1.out_channels, m.fc.in_features) == (widths[0], widths[2])
+    assert m(m.example_inputs(2)).shape == (2, 10)
+
+
+def test_resnet_defaults_unchanged_and_multiplied_file_round_trips(tmp_path: Path) -> None:
+    assert n_params(create_zoo_model("resnet20")) == 269_722
+    assert n_params(create_zoo_model("resnet56", shortcut="B")) == 855_770
+    m = torchshrink.load_model("zoo:resnet20", model_args={"width": 0.5, "depth": 0.34})
+    back = torchshrink.load(torchshrink.save(m, tmp_path / "r.safetensors"))
+    m.eval(), back.eval()
+    x = m.example_inputs(2)
+    assert torch.equal(m(x), back(x)) and n_params(back) == n_params(m)
+    with pytest.raises(ConfigError, match="option 'depth' must be a positive number"):
+        create_zoo_model("resnet20", depth=0)
+
+
+def test_student_search_accepts_resnet_family() -> None:
+    from torchshrink.auto.student_space import family_multipliers
+
+    assert family_multipliers("zoo:resnet20") == ("width", "depth")

@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -77,3 +79,32 @@ class ImageClassifier(nn.Module):
         shape = (batch_size, self.in_channels, self.input_size, self.input_size)
         x = torch.randn(shape, generator=example_generator())  # (B, C, H, W)
         return x.to(dtype=dtype, device=device)
+
+
+def check_multiplier(model: str, **options: object) -> None:
+    """Raise :class:`ConfigError` unless every option is a finite number above 0 (``bool`` refused).
+
+    Example:
+        >>> check_multiplier("lenet5", width=0.5)
+        >>> check_multiplier("lenet5", width=0)
+        Traceback (most recent call last):
+        ...
+        torchshrink.core.errors.ConfigError: zoo:lenet5: option 'width' must be a positive number (a multiplier such as 0.5), got 0
+    """
+    for name, value in options.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and value > 0):  # type: ignore[arg-type,operator]
+            raise ConfigError(
+                f"zoo:{model}: option '{name}' must be a positive number (a multiplier such as "
+                f"0.5), got {value!r}"
+            )
+
+
+def scaled(n: int, multiplier: float) -> int:
+    """``n * multiplier`` rounded half up, at least 1 (``round`` would round 2.5 down to 2).
+
+    Example:
+        >>> scaled(20, 0.125), scaled(50, 0.01), scaled(300, 1.0)
+        (3, 1, 300)
+    """
+    return max(1, math.floor(n * multiplier + 0.5))

@@ -16,46 +16,21 @@ Example:
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 from torch import nn
 
 from torchshrink.core.errors import ConfigError
 from torchshrink.core.zoo import register_zoo_model
-from torchshrink.core.zoo._common import ImageClassifier, check_positive
+from torchshrink.core.zoo._common import (
+    ImageClassifier,
+    check_multiplier,
+    check_positive,
+    scaled,
+)
 
 LENET300_HIDDEN = (300, 100)
 LENET5_CHANNELS = (20, 50, 500)  # conv1, conv2, fc1
-
-
-def check_multiplier(model: str, **options: object) -> None:
-    """Raise :class:`ConfigError` unless every option is a finite number above 0 (``bool`` refused).
-
-    Example:
-        >>> check_multiplier("lenet5", width=0.5)
-        >>> check_multiplier("lenet5", width=0)
-        Traceback (most recent call last):
-        ...
-        torchshrink.core.errors.ConfigError: zoo:lenet5: option 'width' must be a positive number (a multiplier such as 0.5), got 0
-    """
-    for name, value in options.items():
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not (number and math.isfinite(value) and value > 0):  # type: ignore[arg-type,operator]
-            raise ConfigError(
-                f"zoo:{model}: option '{name}' must be a positive number (a multiplier such as "
-                f"0.5), got {value!r}"
-            )
-
-
-def scaled(n: int, multiplier: float) -> int:
-    """``n * multiplier`` rounded half up, at least 1 (``round`` would round 2.5 down to 2).
-
-    Example:
-        >>> scaled(20, 0.125), scaled(50, 0.01), scaled(300, 1.0)
-        (3, 1, 300)
-    """
-    return max(1, math.floor(n * multiplier + 0.5))
 
 
 def lenet300_hidden(width: float = 1.0, depth: float = 1.0) -> tuple[int, ...]:

@@ -21,7 +21,7 @@ from torch import nn
 
 from torchshrink.core.errors import ConfigError
 from torchshrink.core.zoo import register_zoo_model
-from torchshrink.core.zoo._common import ImageClassifier, check_positive
+from torchshrink.core.zoo._common import ImageClassifier, check_multiplier, check_positive, scaled
 
 Shortcut = Literal["A", "B"]
 
@@ -103,18 +103,20 @@ class CifarResNet(ImageClassifier):
         in_channels: int = 3,
         input_size: int = 32,
         shortcut: Shortcut = "A",
+        widths: tuple[int, int, int] = (16, 32, 64),
     ) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, input_size=input_size)
         self.shortcut_type = shortcut
-        self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
+        w1, w2, w3 = widths
+        self.conv1 = nn.Conv2d(in_channels, w1, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w1)
         self.relu = nn.ReLU()
-        self.layer1 = self._stage(16, 16, blocks_per_stage, 1, shortcut)
-        self.layer2 = self._stage(16, 32, blocks_per_stage, 2, shortcut)
-        self.layer3 = self._stage(32, 64, blocks_per_stage, 2, shortcut)
+        self.layer1 = self._stage(w1, w1, blocks_per_stage, 1, shortcut)
+        self.layer2 = self._stage(w1, w2, blocks_per_stage, 2, shortcut)
+        self.layer3 = self._stage(w2, w3, blocks_per_stage, 2, shortcut)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(64, num_classes)
+        self.fc = nn.Linear(w3, num_classes)
         for m in self.modules():
             # He et al. initialisation, as in the paper and the common CIFAR reimplementations.
             if isinstance(m, nn.Conv2d):
@@ -129,57 +131,82 @@ class CifarResNet(ImageClassifier):
         return nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))  # (B, 16, S, S)
-        x = self.layer1(x)  # (B, 16, S, S)
-        x = self.layer2(x)  # (B, 32, S/2, S/2)
-        x = self.layer3(x)  # (B, 64, S/4, S/4)
-        x = self.flatten(self.avgpool(x))  # (B, 64)
+        x = self.relu(self.bn1(self.conv1(x)))  # (B, w1, S, S); widths 16 / 32 / 64 by default
+        x = self.layer1(x)  # (B, w1, S, S)
+        x = self.layer2(x)  # (B, w2, S/2, S/2)
+        x = self.layer3(x)  # (B, w3, S/4, S/4)
+        x = self.flatten(self.avgpool(x))  # (B, w3)
         return self.fc(x)  # (B, num_classes)
 
 
 def _build(
-    name: str, n: int, num_classes: int, in_channels: int, input_size: int, shortcut: str
+    name: str,
+    n: int,
+    num_classes: int,
+    in_channels: int,
+    input_size: int,
+    shortcut: str,
+    width: float = 1.0,
+    depth: float = 1.0,
 ) -> CifarResNet:
     check_positive(name, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
+    check_multiplier(name, width=width, depth=depth)
     kind = shortcut.upper() if isinstance(shortcut, str) else shortcut
     if kind == "A" or kind == "B":
         return CifarResNet(
-            n,
+            scaled(n, depth),
             num_classes=num_classes,
             in_channels=in_channels,
             input_size=input_size,
             shortcut=cast(Shortcut, kind),
+            widths=(scaled(16, width), scaled(32, width), scaled(64, width)),
         )
     raise ConfigError(f"zoo:{name}: option 'shortcut' must be 'A' or 'B', got {shortcut!r}")
 
 
 @register_zoo_model("resnet20")
 def resnet20(
-    *, num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A"
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    input_size: int = 32,
+    shortcut: str = "A",
+    width: float = 1.0,
+    depth: float = 1.0,
 ) -> CifarResNet:
     """ResNet-20 for CIFAR (3 blocks per stage).
 
     Parameters with 10 classes: 269,722 with shortcut A (the published 0.27 M), 272,474 with
-    shortcut B (two 1x1 projections + BN: 576 + 2,176 extra).
+    shortcut B (two 1x1 projections + BN: 576 + 2,176 extra). ``width`` scales the 16 / 32 / 64
+    channels and ``depth`` the blocks per stage (rounded half up, at least 1), e.g. for a
+    student search (``auto --student zoo:resnet20``).
 
     Example:
         >>> sum(p.numel() for p in resnet20(shortcut="B").parameters())
         272474
+        >>> resnet20(width=0.5, depth=0.34).fc.in_features, len(resnet20(depth=0.34).layer1)
+        (32, 1)
     """
-    return _build("resnet20", 3, num_classes, in_channels, input_size, shortcut)
+    return _build("resnet20", 3, num_classes, in_channels, input_size, shortcut, width, depth)
 
 
 @register_zoo_model("resnet56")
 def resnet56(
-    *, num_classes: int = 10, in_channels: int = 3, input_size: int = 32, shortcut: str = "A"
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    input_size: int = 32,
+    shortcut: str = "A",
+    width: float = 1.0,
+    depth: float = 1.0,
 ) -> CifarResNet:
     """ResNet-56 for CIFAR (9 blocks per stage).
 
     Parameters with 10 classes: 853,018 with shortcut A (the published 0.85 M), 855,770 with
-    shortcut B.
+    shortcut B. ``width`` / ``depth`` as for :func:`resnet20`.
 
     Example:
         >>> sum(p.numel() for p in resnet56().parameters())
         853018
     """
-    return _build("resnet56", 9, num_classes, in_channels, input_size, shortcut)
+    return _build("resnet56", 9, num_classes, in_channels, input_size, shortcut, width, depth)
