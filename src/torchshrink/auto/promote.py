@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from torchshrink.auto.config import AutoConfig
-from torchshrink.auto.objective import evaluate_candidate, search_data
+from torchshrink.auto.objective import search_data
+from torchshrink.auto.search import evaluate_params
 from torchshrink.auto.space import SearchSpace
 from torchshrink.core.databundle import DataBundle
 
@@ -118,21 +119,10 @@ def promote(
             if out_list[-1].within_budget:
                 break
             continue
-        stages = space.stages(
-            rec["params"],
-            finetune=config.final_finetune,
-            centroid_finetune=config.centroid_finetune,
-            agp=config.agp,
-        )
-        res = evaluate_candidate(
-            baseline_path,
-            stages,
-            pdata,
-            objective=config.objective,
-            work_dir=out / "promoted" / f"{rec['number']:04d}",
-            latency_repeats=config.latency_repeats,
-            distill=config.distill,
-        )
+        res = evaluate_params(
+            config, space, rec["params"], baseline_path, pdata,
+            finetune=config.final_finetune, work_dir=out / "promoted" / f"{rec['number']:04d}",
+        )  # fmt: skip
         drop = base_val - res.accuracy
         p = Promotion(
             number=int(rec["number"]),

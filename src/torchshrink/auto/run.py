@@ -32,6 +32,7 @@ from torchshrink.auto.objective import search_data, with_distill
 from torchshrink.auto.promote import promote
 from torchshrink.auto.search import (
     WorkerSpec,
+    choose,
     counts,
     open_study,
     recover_stale,
@@ -229,9 +230,7 @@ def _finish(
 
     records = trial_records(study)
     budget = config.max_accuracy_drop
-    ok = [r for r in records if base_val - r["accuracy"] <= budget + 1e-12]
-    chosen = min(ok, key=lambda r: (r["objective_value"], -r["accuracy"]), default=None)
-    closest = max(records, key=lambda r: r["accuracy"], default=None)
+    chosen, closest = choose(records, base_val, budget)
     promoted = promote(
         config, out, study, space, records, base_val=base_val, baseline_path=baseline_path,
         data=data,

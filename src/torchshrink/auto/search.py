@@ -117,42 +117,16 @@ def recover_stale(study: Any, *, all_running: bool, stale_after: float) -> list[
 
 def work(spec: WorkerSpec) -> int:
     """Run trials until the study has ``trials`` complete ones; return how many this one ran."""
-    import torch
-
-    import torchshrink
-
     config = AutoConfig.model_validate_json(spec.config_json)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
     out = Path(spec.out_dir)
-    study = open_study(
-        spec.storage,
-        spec.study_name,
-        seed=config.seed + 1000 * spec.index,
-        startup=_startup(config),
-    )
+    study, sdata = open_worker(config, spec.storage, spec.study_name, spec.index)
     space = SearchSpace.from_dict(study.user_attrs["space"])
-    data = torchshrink.load_data(config.data, seed=config.seed, limit=config.data_limit)
-    sdata = search_data(
-        data, val_size=config.val_size, train_size=config.search_train_size, seed=config.seed
-    )
 
     def evaluate(number: int, params: dict[str, Any]) -> Any:
-        stages = space.stages(
-            params,
-            finetune=config.trial_finetune,
-            centroid_finetune=config.centroid_finetune,
-            agp=config.agp,
-        )
-        return evaluate_candidate(
-            Path(spec.baseline_path),
-            stages,
-            sdata,
-            objective=config.objective,
-            work_dir=out / "trials" / f"{number:04d}",
-            latency_repeats=config.latency_repeats,
-            distill=config.distill,
-        )
+        return evaluate_params(
+            config, space, params, Path(spec.baseline_path), sdata,
+            finetune=config.trial_finetune, work_dir=out / "trials" / f"{number:04d}",
+        )  # fmt: skip
 
     return trial_loop(
         study,
@@ -162,6 +136,71 @@ def work(spec: WorkerSpec) -> int:
         evaluate=evaluate,
         attrs=("file_bytes", "nonzero_params", "macs", "latency_ms", "energy_mj", "seconds"),
     )
+
+
+def open_worker(config: Any, storage: str, study_name: str, index: int) -> tuple[Any, Any]:
+    """A worker's study and search bundle; ``config`` is an AutoConfig or a StudentConfig.
+
+    Sets the config's torch threads, opens the study with a per-worker sampler seed, and
+    carves the search bundle (:func:`~torchshrink.auto.objective.search_data`).
+    """
+    import torch
+
+    import torchshrink
+
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    study = open_study(
+        storage, study_name, seed=config.seed + 1000 * index, startup=_startup(config)
+    )
+    data = torchshrink.load_data(config.data, seed=config.seed, limit=config.data_limit)
+    sdata = search_data(
+        data, val_size=config.val_size, train_size=config.search_train_size, seed=config.seed
+    )
+    return study, sdata
+
+
+def evaluate_params(
+    config: AutoConfig,
+    space: SearchSpace,
+    params: dict[str, Any],
+    baseline_path: Path,
+    data: Any,
+    *,
+    finetune: Any,
+    work_dir: Path,
+) -> Any:
+    """Build and measure the candidate ``params`` describe (``finetune``: its fine-tune)."""
+    stages = space.stages(
+        params, finetune=finetune, centroid_finetune=config.centroid_finetune, agp=config.agp
+    )
+    return evaluate_candidate(
+        baseline_path,
+        stages,
+        data,
+        objective=config.objective,
+        work_dir=work_dir,
+        latency_repeats=config.latency_repeats,
+        distill=config.distill,
+    )
+
+
+def choose(
+    records: list[dict[str, Any]], base_val: float, budget: float
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The smallest-objective trial within ``budget`` of ``base_val`` (ties: more accurate),
+    and the most accurate trial overall (the closest when none is within budget).
+
+    Example:
+        >>> recs = [{"number": 0, "accuracy": 0.9, "objective_value": 5.0},
+        ...         {"number": 1, "accuracy": 0.8, "objective_value": 1.0}]
+        >>> [r["number"] if r else None for r in choose(recs, 0.91, 0.05)]
+        [0, 0]
+    """
+    ok = [r for r in records if base_val - r["accuracy"] <= budget + 1e-12]
+    chosen = min(ok, key=lambda r: (r["objective_value"], -r["accuracy"]), default=None)
+    closest = max(records, key=lambda r: r["accuracy"], default=None)
+    return chosen, closest
 
 
 def trial_loop(
@@ -242,7 +281,7 @@ def _lost(study: Any) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("lost"))
 
 
-def _startup(config: AutoConfig) -> int:
+def _startup(config: Any) -> int:
     return max(2, min(10, config.trials // 2))
 
 

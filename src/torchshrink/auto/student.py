@@ -40,6 +40,7 @@ import torch
 from torchshrink.auto.objective import search_data
 from torchshrink.auto.run import UNITS, AutoResult, _zoo_defaults
 from torchshrink.auto.search import (
+    choose,
     counts,
     open_study,
     recover_stale,
@@ -162,9 +163,7 @@ def _finish(
 
     records = trial_records(study)
     budget = config.max_accuracy_drop
-    ok = [r for r in records if base_val - r["accuracy"] <= budget + 1e-12]
-    chosen = min(ok, key=lambda r: (r["objective_value"], -r["accuracy"]), default=None)
-    closest = max(records, key=lambda r: r["accuracy"], default=None)
+    chosen, closest = choose(records, base_val, budget)
     multipliers = space.model_args(chosen["params"] if chosen else _first_params(space))
     args = {**study.user_attrs["student_args"], **multipliers}
     train = config.final_train or config.trial_train

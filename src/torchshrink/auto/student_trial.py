@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchshrink.auto.search import open_study, spawn_workers, trial_loop
+from torchshrink.auto.search import open_worker, spawn_workers, trial_loop
 from torchshrink.auto.student_config import StudentConfig
 from torchshrink.auto.student_space import StudentSpace
 from torchshrink.core.databundle import DataBundle
@@ -123,24 +123,12 @@ def evaluate_student(
 def student_work(spec: StudentWorkerSpec) -> int:
     """Run student trials until the study has ``trials`` complete ones; return how many ran."""
     import torchshrink
-    from torchshrink.auto.objective import search_data
 
     config = StudentConfig.model_validate_json(spec.config_json)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
     out = Path(spec.out_dir)
-    study = open_study(
-        spec.storage,
-        spec.study_name,
-        seed=config.seed + 1000 * spec.index,
-        startup=max(2, min(10, config.trials // 2)),
-    )
+    study, sdata = open_worker(config, spec.storage, spec.study_name, spec.index)
     space = StudentSpace.from_dict(study.user_attrs["space"])
     fixed = dict(study.user_attrs["student_args"])
-    data = torchshrink.load_data(config.data, seed=config.seed, limit=config.data_limit)
-    sdata = search_data(
-        data, val_size=config.val_size, train_size=config.search_train_size, seed=config.seed
-    )
     teacher = torchshrink.load(spec.teacher_path).eval()
 
     def evaluate(number: int, params: dict[str, Any]) -> StudentResult:
