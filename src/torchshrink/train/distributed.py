@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import math
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar, overload
@@ -135,14 +136,32 @@ def init_distributed(device: str | torch.device = "cpu") -> bool:
     return True
 
 
-def shutdown_distributed() -> None:
+def shutdown_distributed(clean: bool | None = None) -> None:
     """Destroy the process group if :func:`init_distributed` created it (idempotent).
+
+    On a clean exit the ranks first meet at a barrier, so none tears its connections down
+    while a peer is still using them (gloo aborts the process when a peer vanishes mid-exit).
+    A rank leaving on an unhandled exception skips the barrier rather than wait for peers
+    that will never arrive.
+
+    Args:
+        clean: whether this rank is leaving normally; ``None`` (the exit hook) reads it from
+            whether Python recorded an unhandled exception.
 
     Example:
         >>> shutdown_distributed()  # nothing to do outside torchrun
     """
-    if _OWNED["pg"] and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (_OWNED["pg"] and dist.is_initialized()):
+        _OWNED["pg"] = False
+        return
+    if clean is None:
+        clean = getattr(sys, "last_value", None) is None
+    if clean:
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer is already gone: tear down anyway
+            pass
+    dist.destroy_process_group()
     _OWNED["pg"] = False
 
 
@@ -161,9 +180,12 @@ def distributed_session(device: str | torch.device = "cpu") -> Iterator[bool]:
     on = init_distributed(device)
     try:
         yield on
-    finally:
+    except BaseException:
         if on and not owned_before:
-            shutdown_distributed()
+            shutdown_distributed(clean=False)
+        raise
+    if on and not owned_before:
+        shutdown_distributed(clean=True)
 
 
 def _ready() -> bool:
