@@ -10,11 +10,11 @@ Example:
 
 from __future__ import annotations
 
-import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from torchshrink.auto.settings import SearchSettings
 from torchshrink.distill.distiller import DistillConfig
 from torchshrink.train.config import TrainConfig
 
@@ -29,8 +29,11 @@ def _quick(epochs: int, lr: float | None = None) -> TrainConfig:
     return TrainConfig.preset("finetune", epochs=epochs, show_progress=False, **extra)
 
 
-class AutoConfig(BaseModel):
+class AutoConfig(SearchSettings):
     """What to search, under which accuracy budget, optimising which measured objective.
+
+    The budget, study, worker and hold-out settings are those of
+    :class:`~torchshrink.auto.settings.SearchSettings`, shared with the student search.
 
     Attributes:
         model: model reference (``zoo:NAME``, a model file, ``file.py:factory``, ...).
@@ -88,22 +91,11 @@ class AutoConfig(BaseModel):
         (0, 2, 3, 4, 5, 6, 8)
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    study_prefix: ClassVar[str] = "auto"
 
     model: str
     model_args: dict[str, Any] = Field(default_factory=dict)
-    data: str = "digits"
-    data_limit: int | None = Field(default=None, ge=1)
-    train: TrainConfig | None = None
     objective: Objective = "size"
-    max_accuracy_drop: float = Field(default=0.005, ge=0, lt=1)
-    trials: int = Field(default=20, ge=1)
-    workers: int = Field(default=1, ge=1)
-    storage: str | None = None
-    study: str | None = None
-    seed: int = 0
-    val_size: int = Field(default=2000, ge=1)
-    search_train_size: int | None = Field(default=10000, ge=1)
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     bits: tuple[int, ...] = DEFAULT_BITS
     sensitivity_slack: float = Field(default=6.0, gt=0)
@@ -115,18 +107,6 @@ class AutoConfig(BaseModel):
     promote_slack: float = Field(default=0.02, ge=0, lt=1)
     promote_train_size: int | None = Field(default=None, ge=1)
     distill: DistillConfig | None = None
-    latency_repeats: int = Field(default=30, ge=1)
-    threads: int | None = Field(default=1, ge=1)
-    stale_after: float = Field(default=600.0, gt=0)
-    search_only: bool = False
 
-    @property
-    def study_name(self) -> str:
-        """The study name: ``study`` or one derived from model, data and objective."""
-        if self.study:
-            return self.study
-        slug = "-".join(
-            re.sub(r"[^A-Za-z0-9]+", "-", part).strip("-")[-40:]
-            for part in (self.model, self.data, self.objective)
-        )
-        return f"auto-{slug}"
+    def _study_parts(self) -> tuple[str, ...]:
+        return (self.model, self.data, self.objective)

@@ -1,7 +1,8 @@
 """The configuration of a distillation-student search (:func:`torchshrink.auto.student.run_student_search`).
 
-The search shares the budget, objective, storage, worker and resume conventions of
-:class:`~torchshrink.auto.AutoConfig`; what differs is what a candidate is: a member of a zoo
+The search shares the budget, objective, storage, worker and resume settings of
+:class:`~torchshrink.auto.AutoConfig` (both extend
+:class:`~torchshrink.auto.settings.SearchSettings`); what differs is what a candidate is: a member of a zoo
 family built with ``width`` / ``depth`` multipliers and distilled from the teacher.
 
 Example:
@@ -12,11 +13,11 @@ Example:
 
 from __future__ import annotations
 
-import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from torchshrink.auto.settings import SearchSettings
 from torchshrink.distill.distiller import DistillConfig
 from torchshrink.train.config import TrainConfig
 
@@ -49,7 +50,7 @@ def student_train(epochs: int, *, lr: float = 0.05) -> TrainConfig:
     )
 
 
-class StudentConfig(BaseModel):
+class StudentConfig(SearchSettings):
     """Which teacher, which student family and multipliers, under which accuracy budget.
 
     Attributes:
@@ -91,41 +92,19 @@ class StudentConfig(BaseModel):
         (0.5, 1.0, 1.5)
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    study_prefix: ClassVar[str] = "student"
 
     teacher: str
     teacher_args: dict[str, Any] = Field(default_factory=dict)
     student: str
     student_args: dict[str, Any] = Field(default_factory=dict)
-    data: str = "digits"
-    data_limit: int | None = Field(default=None, ge=1)
-    train: TrainConfig | None = None
     objective: StudentObjective = "size"
-    max_accuracy_drop: float = Field(default=0.005, ge=0, lt=1)
     trials: int = Field(default=12, ge=1)
-    workers: int = Field(default=1, ge=1)
-    storage: str | None = None
-    study: str | None = None
-    seed: int = 0
-    val_size: int = Field(default=2000, ge=1)
-    search_train_size: int | None = Field(default=10000, ge=1)
     widths: tuple[float, ...] = DEFAULT_WIDTHS
     depths: tuple[float, ...] = DEFAULT_DEPTHS
     distill: DistillConfig = Field(default_factory=DistillConfig)
     trial_train: TrainConfig = Field(default_factory=lambda: student_train(3))
     final_train: TrainConfig | None = Field(default_factory=lambda: student_train(10))
-    latency_repeats: int = Field(default=30, ge=1)
-    threads: int | None = Field(default=1, ge=1)
-    stale_after: float = Field(default=600.0, gt=0)
-    search_only: bool = False
 
-    @property
-    def study_name(self) -> str:
-        """``study`` or a name derived from student, teacher, data and objective."""
-        if self.study:
-            return self.study
-        slug = "-".join(
-            re.sub(r"[^A-Za-z0-9]+", "-", part).strip("-")[-40:]
-            for part in (self.student, self.teacher, self.data, self.objective)
-        )
-        return f"student-{slug}"
+    def _study_parts(self) -> tuple[str, ...]:
+        return (self.student, self.teacher, self.data, self.objective)
