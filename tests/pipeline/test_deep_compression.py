@@ -111,3 +111,94 @@ def test_agp_with_distillation_from_the_dense_model(
 def test_agp_without_finetuning_is_refused() -> None:
     with pytest.raises(ValidationError, match="prune_schedule: 'agp' prunes during fine-tuning"):
         DeepCompressionConfig(prune_schedule="agp", prune_finetune=None)
+
+
+def _kd_setup(trained: nn.Module) -> tuple[nn.Module, DeepCompressionConfig]:
+    from torchshrink.distill import DistillConfig
+
+    model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    model.load_state_dict(trained.state_dict())
+    ft = TrainConfig(epochs=1, lr=0.01, batch_size=64, show_progress=False)
+    cfg = DeepCompressionConfig(
+        prune_ratio=0.8,
+        prune_steps=1,
+        prune_finetune=ft,
+        fc_bits=4,
+        centroid_finetune=ft.model_copy(update={"lr": 1e-3}),
+        distill=DistillConfig(alpha=0.7, temperature=4.0),
+    )
+    return model, cfg
+
+
+def _weights_after(
+    tmp_path: Path, digits: DataBundle, trained: nn.Module, name: str, **kwargs: object
+) -> dict[str, torch.Tensor]:
+    model, cfg = _kd_setup(trained)
+    deep_compression(model, digits, config=cfg, path=tmp_path / f"{name}.ts", **kwargs)  # type: ignore[arg-type]
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_teacher_is_used_and_the_default_is_a_frozen_copy(
+    tmp_path: Path, digits: DataBundle, trained: nn.Module
+) -> None:
+    torch.manual_seed(1)
+    other = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))  # an untrained, different teacher
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    default = _weights_after(tmp_path, digits, trained, "default")
+    # teacher=None distills from a frozen copy of the model as given: passing that copy is the same.
+    copy_of_dense = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    copy_of_dense.load_state_dict(trained.state_dict())
+    assert _same(default, _weights_after(tmp_path, digits, trained, "c", teacher=copy_of_dense))
+    with_other = _weights_after(tmp_path, digits, trained, "other", teacher=other)
+    assert not _same(default, with_other)
+    diff = max((default[k] - with_other[k]).abs().max().item() for k in default)
+    assert diff > 1e-4
+    # An ensemble averages logits: two copies of one teacher are that teacher.
+    assert _same(with_other, _weights_after(tmp_path, digits, trained, "e", teacher=[other, other]))
+    # The teacher is never trained: same weights, no gradient, nothing changed on it.
+    assert _same(before, other.state_dict())
+    assert all(p.grad is None and p.requires_grad for p in other.parameters())
+    assert not copy_of_dense.training and not other.training
+
+
+def test_cached_teacher_logits_serve_every_batch(
+    tmp_path: Path, digits: DataBundle, trained: nn.Module
+) -> None:
+    from torchshrink.distill import DistillConfig, Teacher
+
+    model, cfg = _kd_setup(trained)
+    cfg = cfg.model_copy(update={"distill": DistillConfig(alpha=0.7, cache=True)})
+    t = Teacher(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), cache=True)
+    r = deep_compression(model, digits, config=cfg, path=tmp_path / "cached.ts", teacher=t)
+    assert t.cached_samples == 1438  # the digits training split
+    # 1438 samples / 64 = 23 batches per epoch, one pruning + one centroid epoch, all cached.
+    assert t.cache_hits == 46 and t.cache_misses == 0
+    assert r.stage("huffman").accuracy > 0.5
+
+
+def test_bad_teacher_is_refused_before_training(digits: DataBundle, trained: nn.Module) -> None:
+    model, cfg = _kd_setup(trained)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    three = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    with pytest.raises(
+        ConfigError, match=r"teacher: gives logits of shape \(1, 3\), the model gives \(1, 10\)"
+    ):
+        deep_compression(model, digits, config=cfg, path="/nonexistent/x.ts", teacher=three)
+    with pytest.raises(
+        ConfigError, match=r"teacher: does not run on the model's inputs \(1, 1, 8, 8\)"
+    ):
+        deep_compression(
+            model, digits, config=cfg, path="/nonexistent/x.ts", teacher=nn.Linear(5, 10)
+        )
+    with pytest.raises(ConfigError, match=r"teacher 1: expected an nn\.Module, got str"):
+        deep_compression(model, digits, config=cfg, path="/nonexistent/x.ts", teacher=[three, "t"])  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match="teacher 0: is the model being compressed"):
+        deep_compression(model, digits, config=cfg, path="/nonexistent/x.ts", teacher=model)
+    plain = cfg.model_copy(update={"distill": None})
+    with pytest.raises(ConfigError, match=r"teacher: given but config\.distill is None"):
+        deep_compression(model, digits, config=plain, path="/nonexistent/x.ts", teacher=three)
+    assert _same(state, model.state_dict())

@@ -15,6 +15,9 @@ Stages, each measured (test accuracy, non-zero parameters, bytes of the file it 
 
 With ``distill`` set, every fine-tuning (pruning and centroids) also learns the soft targets of
 a frozen copy of the dense model as given, which recovers most of what a very sparse net loses.
+``teacher=`` replaces that copy by another model (e.g. a larger one) or an ensemble whose logits
+are averaged; it runs in eval mode under ``no_grad`` and is never trained. With
+``DistillConfig(cache=True)`` its logits over the training split are computed once.
 
 The bytes of stages 2-4 are those of a Huffman-coded file of that stage's model (written to a
 temporary folder), so every stage is priced the same way. The compression ratio is the dense
@@ -42,6 +45,7 @@ import copy
 import re
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -56,10 +60,11 @@ from torchshrink.codec.report import CompressedReport
 from torchshrink.codec.save import save_compressed
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import ConfigError
-from torchshrink.core.forward import Inputs
+from torchshrink.core.forward import Inputs, call_model, eval_mode
 from torchshrink.core.modelfile import load, save
 from torchshrink.distill.distiller import DistillConfig, distill_loss_terms
-from torchshrink.measure.accuracy import evaluate
+from torchshrink.distill.teacher import Teacher, as_teacher
+from torchshrink.measure.accuracy import _logits, evaluate
 from torchshrink.measure.params import param_stats
 from torchshrink.prune.config import PruneConfig
 from torchshrink.prune.pruner import prune
@@ -266,6 +271,40 @@ def _with_kd(ft: TrainConfig | None, distill: DistillConfig | None) -> TrainConf
     return ft.model_copy(update={"ce_weight": (1.0 - distill.alpha) * ft.ce_weight})
 
 
+def _checked_teacher(
+    teacher: Teacher | nn.Module | Sequence[nn.Module],
+    model: nn.Module,
+    config: DeepCompressionConfig,
+    example_inputs: Inputs,
+) -> Teacher:
+    # Fail before any training: a teacher that is unused, trained, or gives other logits.
+    if config.distill is None:
+        raise ConfigError("teacher: given but config.distill is None, so nothing would use it")
+    t = as_teacher(teacher, cache=config.distill.cache)
+    for i, member in enumerate(t.members):
+        if member is model:
+            raise ConfigError(
+                f"teacher {i}: is the model being compressed, which changes during training; "
+                "leave teacher=None to distill from a frozen copy of it"
+            )
+    if not isinstance(example_inputs, torch.Tensor):
+        return t  # the loss terms hand the teacher a tensor batch; nothing to compare here
+    with eval_mode(model), torch.no_grad():
+        want = _logits(call_model(model, example_inputs)).shape  # (B, K)
+    try:
+        got = t(example_inputs).logits.shape  # (B, K') averaged over the members
+    except Exception as e:  # any failure here means the teacher does not fit the data
+        raise ConfigError(
+            f"teacher: does not run on the model's inputs {tuple(example_inputs.shape)}: {e}"
+        ) from e
+    if got != want:
+        raise ConfigError(
+            f"teacher: gives logits of shape {tuple(got)}, the model gives {tuple(want)}; "
+            "the teacher must predict the same classes"
+        )
+    return t
+
+
 def _measure(
     stage: str, model: nn.Module, data: DataBundle, file_bytes: int, dense: int, t0: float
 ) -> StageRecord:
@@ -289,6 +328,7 @@ def deep_compression(
     path: str | Path,
     config: DeepCompressionConfig | None = None,
     example_inputs: Inputs | None = None,
+    teacher: Teacher | nn.Module | Sequence[nn.Module] | None = None,
 ) -> DeepCompressionResult:
     """Prune, share weights, fine-tune centroids and save a Huffman-coded file, **in place**.
 
@@ -298,15 +338,22 @@ def deep_compression(
         path: where the compressed model file goes.
         config: the settings; :class:`DeepCompressionConfig` defaults when ``None``.
         example_inputs: inputs the model runs on; one sample of ``data`` when ``None``.
+        teacher: the model, ensemble (averaged logits) or
+            :class:`~torchshrink.distill.teacher.Teacher` whose soft targets every
+            fine-tuning learns (needs ``config.distill``); ``None``: a frozen copy of
+            ``model`` as given. Never trained.
 
     Raises:
-        ConfigError: nothing to compress, or a model without a spec.
+        ConfigError: nothing to compress, a model without a spec, or a bad ``teacher``
+            (given without ``config.distill``, the model itself, or other logits' shape).
         ShapeError: the model does not run on ``example_inputs``.
 
     Example:
         >>> r = deep_compression(m, data, config=cfg, path="/tmp/dc.safetensors")  # doctest: +SKIP
         >>> r.stage("huffman").accuracy, r.ratio  # doctest: +SKIP
         (0.9842, 61.3)
+        >>> kd = cfg.model_copy(update={"distill": DistillConfig(alpha=0.7)})  # doctest: +SKIP
+        >>> r = deep_compression(m2, data, config=kd, path="/tmp/t.ts", teacher=wide)  # doctest: +SKIP
     """
     config = config or DeepCompressionConfig()
     path = Path(path)
@@ -317,11 +364,18 @@ def deep_compression(
     tmp = tempfile.TemporaryDirectory(prefix="torchshrink_dc_")
     stages: list[StageRecord] = []
     terms: list[LossTerm] = []
-    if config.distill is not None:
-        teacher = copy.deepcopy(model).eval()
-        for p in teacher.parameters():
+    t: Teacher | None = None
+    if teacher is not None:
+        t = _checked_teacher(teacher, model, config, example_inputs)
+    elif config.distill is not None:
+        frozen = copy.deepcopy(model).eval()
+        for p in frozen.parameters():
             p.requires_grad_(False)
-        terms = distill_loss_terms(model, teacher, config.distill)
+        t = as_teacher(frozen, cache=config.distill.cache)
+    if t is not None and config.distill is not None:
+        if config.distill.cache and t.cached_samples == 0:
+            t.precompute(data.train, batch_size=512)  # as torchshrink.distill.distill does
+        terms = distill_loss_terms(model, t, config.distill)
 
     def coded_bytes(name: str) -> int:
         file = Path(tmp.name) / f"{name}.safetensors"
