@@ -7,7 +7,8 @@ Example:
 """
 
 from torchshrink.auto.config import AutoConfig
-from torchshrink.auto.run import AutoResult, BudgetNotMetError, run_auto
+from torchshrink.auto.result import AutoResult
+from torchshrink.auto.run import BudgetNotMetError, run_auto
 from torchshrink.auto.search import pareto_front
 from torchshrink.auto.space import SearchSpace, build_space
 

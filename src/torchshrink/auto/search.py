@@ -35,6 +35,7 @@ from typing import Any
 
 from torchshrink.auto.config import AutoConfig
 from torchshrink.auto.objective import evaluate_candidate, search_data
+from torchshrink.auto.settings import SearchSettings
 from torchshrink.auto.space import SearchSpace
 from torchshrink.core.errors import TorchshrinkError, require
 
@@ -49,11 +50,11 @@ class WorkerSpec:
     out_dir: str
     storage: str
     study_name: str
-    baseline_path: str
+    model_path: str  # the start model: the baseline to compress, or the teacher
     index: int
 
 
-def storage_url(config: AutoConfig, out_dir: Path) -> str:
+def storage_url(config: SearchSettings, out_dir: Path) -> str:
     """``config.storage`` or the default ``sqlite:///<out>/study.db``."""
     return config.storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
 
@@ -124,7 +125,7 @@ def work(spec: WorkerSpec) -> int:
 
     def evaluate(number: int, params: dict[str, Any]) -> Any:
         return evaluate_params(
-            config, space, params, Path(spec.baseline_path), sdata,
+            config, space, params, Path(spec.model_path), sdata,
             finetune=config.trial_finetune, work_dir=out / "trials" / f"{number:04d}",
         )  # fmt: skip
 
@@ -138,7 +139,9 @@ def work(spec: WorkerSpec) -> int:
     )
 
 
-def open_worker(config: Any, storage: str, study_name: str, index: int) -> tuple[Any, Any]:
+def open_worker(
+    config: SearchSettings, storage: str, study_name: str, index: int
+) -> tuple[Any, Any]:
     """A worker's study and search bundle; ``config`` is an AutoConfig or a StudentConfig.
 
     Sets the config's torch threads, opens the study with a per-worker sampler seed, and
@@ -281,27 +284,30 @@ def _lost(study: Any) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("lost"))
 
 
-def _startup(config: Any) -> int:
+def _startup(config: SearchSettings) -> int:
     return max(2, min(10, config.trials // 2))
 
 
-def _worker_main(spec: WorkerSpec) -> None:  # entry point of a spawned worker process
-    work(spec)
-
-
-def run_workers(spec: WorkerSpec, workers: int) -> None:
-    """Run ``workers`` workers on ``spec``'s study: in this process for 1, else spawned.
+def run_workers(
+    spec: WorkerSpec,
+    workers: int,
+    *,
+    target: Callable[[WorkerSpec], object] = work,
+    label: str = "auto",
+) -> None:
+    """Run ``workers`` workers (``target``: a module-level worker loop, :func:`work` or the
+    student search's) on ``spec``'s study: in this process for 1, else spawned.
 
     Raises:
         TorchshrinkError: a worker process died (its exit code is named).
     """
     if workers == 1:
-        work(spec)
+        target(spec)
         return
-    spawn_workers(_worker_main, [_with_index(spec, i) for i in range(workers)], label="auto")
+    spawn_workers(target, [_with_index(spec, i) for i in range(workers)], label=label)
 
 
-def spawn_workers(target: Callable[[Any], None], specs: list[Any], *, label: str) -> None:
+def spawn_workers(target: Callable[[Any], object], specs: list[Any], *, label: str) -> None:
     """Run ``target(spec)`` in one spawned process per spec and wait for all of them.
 
     Raises:

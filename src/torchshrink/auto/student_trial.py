@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchshrink.auto.search import open_worker, spawn_workers, trial_loop
+from torchshrink.auto.search import WorkerSpec, open_worker, trial_loop
 from torchshrink.auto.student_config import StudentConfig
 from torchshrink.auto.student_space import StudentSpace
 from torchshrink.core.databundle import DataBundle
@@ -55,18 +55,6 @@ class StudentResult:
     latency_ms: float | None
     kd_loss: float | None
     seconds: float
-
-
-@dataclass(frozen=True)
-class StudentWorkerSpec:
-    """Everything a (spawned) worker needs; plain data so that it pickles."""
-
-    config_json: str
-    out_dir: str
-    storage: str
-    study_name: str
-    teacher_path: str
-    index: int
 
 
 def evaluate_student(
@@ -120,8 +108,12 @@ def evaluate_student(
     )
 
 
-def student_work(spec: StudentWorkerSpec) -> int:
-    """Run student trials until the study has ``trials`` complete ones; return how many ran."""
+def student_work(spec: WorkerSpec) -> int:
+    """Run student trials until the study has ``trials`` complete ones; return how many ran.
+
+    The worker loop of the student search (``spec.model_path`` is the teacher's file), run by
+    :func:`torchshrink.auto.search.run_workers` in this process or in spawned ones.
+    """
     import torchshrink
 
     config = StudentConfig.model_validate_json(spec.config_json)
@@ -129,7 +121,7 @@ def student_work(spec: StudentWorkerSpec) -> int:
     study, sdata = open_worker(config, spec.storage, spec.study_name, spec.index)
     space = StudentSpace.from_dict(study.user_attrs["space"])
     fixed = dict(study.user_attrs["student_args"])
-    teacher = torchshrink.load(spec.teacher_path).eval()
+    teacher = torchshrink.load(spec.model_path).eval()
 
     def evaluate(number: int, params: dict[str, Any]) -> StudentResult:
         return evaluate_student(
@@ -150,20 +142,3 @@ def student_work(spec: StudentWorkerSpec) -> int:
         evaluate=evaluate,
         attrs=("file_bytes", "num_params", "latency_ms", "kd_loss", "seconds"),
     )
-
-
-def _worker_main(spec: StudentWorkerSpec) -> None:  # entry point of a spawned worker process
-    student_work(spec)
-
-
-def run_student_workers(spec: StudentWorkerSpec, workers: int) -> None:
-    """Run ``workers`` workers on ``spec``'s study: in this process for 1, else spawned.
-
-    Raises:
-        TorchshrinkError: a worker process died (its exit code is named).
-    """
-    if workers == 1:
-        student_work(spec)
-        return
-    specs = [StudentWorkerSpec(**{**spec.__dict__, "index": i}) for i in range(workers)]
-    spawn_workers(_worker_main, specs, label="auto --student")
