@@ -2,8 +2,9 @@
 
 The search shares the budget, objective, storage, worker and resume settings of
 :class:`~torchshrink.auto.AutoConfig` (both extend
-:class:`~torchshrink.auto.settings.SearchSettings`); what differs is what a candidate is: a member of a zoo
-family built with ``width`` / ``depth`` multipliers and distilled from the teacher.
+:class:`~torchshrink.auto.settings.SearchSettings`); what differs is what a candidate is: a
+member of a zoo family built with ``width`` / ``depth`` multipliers and distilled from the
+teacher.
 
 Example:
     >>> cfg = StudentConfig(teacher="zoo:lenet5", student="zoo:lenet5", data="digits")

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from torchshrink.cli.common import print_json
 from torchshrink.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torchshrink.auto.result import AutoResult
 
 
 def auto_command(
@@ -130,16 +133,33 @@ def auto_command(
     from torchshrink.distill.distiller import DistillConfig
     from torchshrink.train.config import TrainConfig
 
+    # the SearchSettings fields, set alike for both searches (the budget given in points)
+    settings: dict[str, Any] = {
+        "data": data,
+        "data_limit": limit,
+        "train": (
+            TrainConfig.preset(train_preset, epochs=train_epochs, show_progress=False)
+            if train_epochs
+            else None
+        ),
+        "objective": objective,
+        "max_accuracy_drop": max_accuracy_drop / 100.0,
+        "trials": trials,
+        "workers": workers,
+        "storage": storage,
+        "study": study,
+        "seed": seed,
+        "val_size": val_size,
+        "search_train_size": search_train_size,
+        "threads": threads,
+        "search_only": search_only,
+    }
+    model_args = parse_model_args(list(model_arg or []))
     if student is not None:
         _student(
-            model_ref, student, data=data, out=out, model_args=parse_model_args(model_arg or []),
-            limit=limit, train_epochs=train_epochs, train_preset=train_preset,
-            objective=objective, max_accuracy_drop=max_accuracy_drop, trials=trials,
-            workers=workers, storage=storage, study=study, seed=seed, val_size=val_size,
-            search_train_size=search_train_size, widths=widths, depths=depths,
-            temperature=temperature, alpha=alpha, trial_epochs=trial_epochs, trial_lr=trial_lr,
-            final_epochs=final_epochs, threads=threads, search_only=search_only,
-            json_out=json_out,
+            model_ref, student, settings, out=out, model_args=model_args, widths=widths,
+            depths=depths, temperature=temperature, alpha=alpha, trial_epochs=trial_epochs,
+            trial_lr=trial_lr, final_epochs=final_epochs, json_out=json_out,
         )  # fmt: skip
         return
     trial_epochs = 2 if trial_epochs is None else trial_epochs
@@ -153,33 +173,15 @@ def auto_command(
             else None
         )
 
-    train = (
-        TrainConfig.preset(train_preset, epochs=train_epochs, show_progress=False)
-        if train_epochs
-        else None
-    )
     config = AutoConfig(
+        **settings,
         model=model_ref,
-        model_args=parse_model_args(list(model_arg or [])),
-        data=data,
-        data_limit=limit,
-        train=train,
-        objective=objective,  # type: ignore[arg-type]  # pydantic validates the literal
-        max_accuracy_drop=max_accuracy_drop / 100.0,
-        trials=trials,
-        workers=workers,
-        storage=storage,
-        study=study,
-        seed=seed,
-        val_size=val_size,
-        search_train_size=search_train_size,
+        model_args=model_args,
         trial_finetune=quick(trial_epochs, lr=trial_lr),
         centroid_finetune=quick(min(trial_epochs, 1)),
         final_finetune=quick(final_epochs),
         promote=promote,
         promote_slack=promote_slack / 100.0,
-        threads=threads,
-        search_only=search_only,
         distill=DistillConfig(temperature=temperature, alpha=alpha) if distill else None,
     )
     res = run_auto(config, out, show_progress=not json_out)
@@ -189,35 +191,48 @@ def auto_command(
             f"study has {res.trials} complete trials; Pareto front: {list(res.pareto)}"
         )
         return
-    summary: dict[str, Any] = {
-        "out": str(res.out_dir),
-        "model": str(res.model_path) if res.model_path else None,
-        "report": str(res.report_html) if res.report_html else None,
-        "trials": res.trials,
-        "pareto": list(res.pareto),
-        "chosen": res.chosen,
-        "chosen_by": res.chosen_by,
-        "baseline_val_accuracy": res.baseline_val_accuracy,
-        "baseline_test_accuracy": res.baseline.get("accuracy"),
-        "final_test_accuracy": res.final.get("accuracy") if res.chosen is not None else None,
-        "baseline_file_bytes": res.baseline.get("file_bytes"),
-        "final_file_bytes": res.final.get("file_bytes") if res.chosen is not None else None,
-    }
+    summary = _summary(
+        res,
+        chosen_by=res.chosen_by,
+        baseline_val_accuracy=res.baseline_val_accuracy,
+        baseline_test_accuracy=res.baseline.get("accuracy"),
+        final_test_accuracy=res.final.get("accuracy") if res.chosen is not None else None,
+        baseline_file_bytes=res.baseline.get("file_bytes"),
+        final_file_bytes=res.final.get("file_bytes") if res.chosen is not None else None,
+    )
     if json_out:
         print_json(summary)
     if res.chosen is None:
         raise BudgetNotMetError(res.budget_message(config.max_accuracy_drop))
     if not json_out:
         b, f = res.baseline, res.final
-        typer.echo(
+        _echo_chosen(
+            res,
             f"chose trial #{res.chosen} of {res.trials} (Pareto front: {len(res.pareto)}); "
             f"test accuracy {100 * (b.get('accuracy') or 0):.2f}% -> "
             f"{100 * (f.get('accuracy') or 0):.2f}%; file {b.get('file_bytes'):,} -> "
             f"{f.get('file_bytes'):,} bytes; latency {b.get('latency_ms_p50') or 0:.4f} -> "
-            f"{f.get('latency_ms_p50') or 0:.4f} ms"
+            f"{f.get('latency_ms_p50') or 0:.4f} ms",
         )
-        typer.echo(f"model: {res.model_path}")
-        typer.echo(f"report: {res.report_html}")
+
+
+def _summary(res: AutoResult, **fields: Any) -> dict[str, Any]:
+    # the JSON summary: what both searches report first, then each one's own ``fields``
+    return {
+        "out": str(res.out_dir),
+        "model": str(res.model_path) if res.model_path else None,
+        "report": str(res.report_html) if res.report_html else None,
+        "trials": res.trials,
+        "pareto": list(res.pareto),
+        "chosen": res.chosen,
+        **fields,
+    }
+
+
+def _echo_chosen(res: AutoResult, line: str) -> None:
+    typer.echo(line)
+    typer.echo(f"model: {res.model_path}")
+    typer.echo(f"report: {res.report_html}")
 
 
 def _floats(option: str, text: str) -> tuple[float, ...]:
@@ -233,22 +248,10 @@ def _floats(option: str, text: str) -> tuple[float, ...]:
 def _student(
     teacher: str,
     family: str,
+    settings: dict[str, Any],
     *,
-    data: str,
     out: Path,
     model_args: dict[str, Any],
-    limit: int | None,
-    train_epochs: int,
-    train_preset: str,
-    objective: str,
-    max_accuracy_drop: float,
-    trials: int,
-    workers: int,
-    storage: str | None,
-    study: str | None,
-    seed: int,
-    val_size: int,
-    search_train_size: int | None,
     widths: str,
     depths: str,
     temperature: float,
@@ -256,8 +259,6 @@ def _student(
     trial_epochs: int | None,
     trial_lr: float | None,
     final_epochs: int | None,
-    threads: int,
-    search_only: bool,
     json_out: bool,
 ) -> None:
     """``auto TEACHER --student zoo:NAME``: the student search and its summary."""
@@ -265,58 +266,34 @@ def _student(
     from torchshrink.auto.student import run_student_search
     from torchshrink.auto.student_config import StudentConfig, student_train
     from torchshrink.distill.distiller import DistillConfig
-    from torchshrink.train.config import TrainConfig
 
     lr = {} if trial_lr is None else {"lr": trial_lr}
-
     config = StudentConfig(
+        **settings,
         teacher=teacher,
         teacher_args=model_args,
         student=family,
-        data=data,
-        data_limit=limit,
-        train=(
-            TrainConfig.preset(train_preset, epochs=train_epochs, show_progress=False)
-            if train_epochs
-            else None
-        ),
-        objective=objective,  # type: ignore[arg-type]  # pydantic validates the literal
-        max_accuracy_drop=max_accuracy_drop / 100.0,
-        trials=trials,
-        workers=workers,
-        storage=storage,
-        study=study,
-        seed=seed,
-        val_size=val_size,
-        search_train_size=search_train_size,
         widths=_floats("--widths", widths),
         depths=_floats("--depths", depths),
         distill=DistillConfig(temperature=temperature, alpha=alpha),
         trial_train=student_train(3 if trial_epochs is None else trial_epochs, **lr),
         final_train=student_train(10 if final_epochs is None else final_epochs, **lr),
-        threads=threads,
-        search_only=search_only,
     )
     res = run_student_search(config, out, show_progress=not json_out)
     doc = json.loads(res.run_json.read_text(encoding="utf-8")) if res.run_json else {}
     args = (doc.get("search") or {}).get("chosen_args")
-    summary: dict[str, Any] = {
-        "out": str(res.out_dir),
-        "model": str(res.model_path) if res.model_path else None,
-        "report": str(res.report_html) if res.report_html else None,
-        "trials": res.trials,
-        "pareto": list(res.pareto),
-        "chosen": res.chosen,
-        "chosen_args": args,
-        "teacher_val_accuracy": res.baseline_val_accuracy,
-        "teacher_test_accuracy": res.baseline.get("accuracy"),
-        "student_test_accuracy": res.final.get("accuracy") if res.chosen is not None else None,
-        "teacher_file_bytes": res.baseline.get("file_bytes"),
-        "student_file_bytes": res.final.get("file_bytes") if res.chosen is not None else None,
-    }
-    if json_out or search_only:
+    summary = _summary(
+        res,
+        chosen_args=args,
+        teacher_val_accuracy=res.baseline_val_accuracy,
+        teacher_test_accuracy=res.baseline.get("accuracy"),
+        student_test_accuracy=res.final.get("accuracy") if res.chosen is not None else None,
+        teacher_file_bytes=res.baseline.get("file_bytes"),
+        student_file_bytes=res.final.get("file_bytes") if res.chosen is not None else None,
+    )
+    if json_out or config.search_only:
         print_json(summary)
-    if search_only:
+    if config.search_only:
         return
     if res.chosen is None:
         failed = (doc.get("search") or {}).get("failures") or []
@@ -325,11 +302,10 @@ def _student(
     if not json_out:
         b, f = res.baseline, res.final
         mult = ", ".join(f"{k}={v:g}" for k, v in (args or {}).items() if k in ("width", "depth"))
-        typer.echo(
+        _echo_chosen(
+            res,
             f"chose trial #{res.chosen} of {res.trials} ({family} {mult}; Pareto front: "
             f"{len(res.pareto)}); test accuracy teacher {100 * (b.get('accuracy') or 0):.2f}% "
             f"-> student {100 * (f.get('accuracy') or 0):.2f}%; file {b.get('file_bytes'):,} "
-            f"-> {f.get('file_bytes'):,} bytes"
+            f"-> {f.get('file_bytes'):,} bytes",
         )
-        typer.echo(f"model: {res.model_path}")
-        typer.echo(f"report: {res.report_html}")
