@@ -23,16 +23,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from torchshrink.auto import flow
 from torchshrink.auto.config import AutoConfig
-from torchshrink.auto.flow import (
-    SearchStart,
-    finish_search,
-    profile_file,
-    run_chosen,
-    start_search,
-    torch_threads,
-    worker_spec,
-)
 from torchshrink.auto.objective import with_distill
 from torchshrink.auto.promote import promote
 from torchshrink.auto.result import AutoResult
@@ -73,12 +65,12 @@ def run_auto(config: AutoConfig, out_dir: str | Path, *, show_progress: bool = F
         study.set_user_attr("space", space.to_dict())
         _seed_trials(study, space, limit=config.trials, weights=_weights(model))
 
-    with torch_threads(config.threads):
-        start = start_search(
+    with flow.torch_threads(config.threads):
+        start = flow.start_search(
             config, out_dir, model_ref=config.model, model_args=config.model_args,
             file_stem="baseline", init_study=init_study,
         )  # fmt: skip
-        run_workers(worker_spec(config, start), config.workers)
+        run_workers(flow.worker_spec(config, start), config.workers)
         if config.search_only:
             return AutoResult.from_records(start.out, start.base_val, trial_records(start.study))
         return _finish(config, start, show_progress)
@@ -117,7 +109,7 @@ def _seed_trials(
         study.enqueue_trial(params, user_attrs={"seeded": True})
 
 
-def _finish(config: AutoConfig, start: SearchStart, show_progress: bool) -> AutoResult:
+def _finish(config: AutoConfig, start: flow.SearchStart, show_progress: bool) -> AutoResult:
     from torchshrink.pipeline.recipe import recipe_from_dict
 
     space = SearchSpace.from_dict(start.study.user_attrs["space"])
@@ -154,7 +146,7 @@ def _finish(config: AutoConfig, start: SearchStart, show_progress: bool) -> Auto
     )
     model_path: Path | None = None
     if chosen is not None:
-        doc, model_path = run_chosen(recipe, start.out, show_progress=show_progress)
+        doc, model_path = flow.run_chosen(recipe, start.out, show_progress=show_progress)
     else:
         doc = _baseline_only(recipe, start, config)
     extra = {
@@ -165,18 +157,18 @@ def _finish(config: AutoConfig, start: SearchStart, show_progress: bool) -> Auto
             "candidates": [asdict(p) for p in promoted],
         },
     }
-    return finish_search(
+    return flow.finish_search(
         config, start, doc, space=space, records=records, chosen=chosen, closest=closest,
         chosen_by="promotion" if passed else ("search" if chosen else None),
         model_path=model_path, extra=extra,
     )  # fmt: skip
 
 
-def _baseline_only(recipe: Any, start: SearchStart, config: AutoConfig) -> dict:
+def _baseline_only(recipe: Any, start: flow.SearchStart, config: AutoConfig) -> dict:
     # No candidate to build: the record holds the baseline (measured on the test split) only.
     from torchshrink.pipeline.runner import _machine, _versions
 
-    prof = profile_file(start.model_path, start.data, repeats=config.latency_repeats)
+    prof = flow.profile_file(start.model_path, start.data, repeats=config.latency_repeats)
     return {
         "recipe": recipe.model_dump(mode="json", by_alias=True),
         "baseline": prof,

@@ -34,16 +34,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torchshrink.auto.flow import (
-    SearchStart,
-    finish_search,
-    profile_file,
-    run_chosen,
-    start_search,
-    torch_threads,
-    worker_spec,
-    zoo_defaults,
-)
+from torchshrink.auto import flow
 from torchshrink.auto.result import AutoResult
 from torchshrink.auto.search import choose, run_workers, trial_records
 from torchshrink.auto.student_config import StudentConfig
@@ -82,25 +73,28 @@ def run_student_search(
     def init_study(study: Any, teacher: Any, sdata: DataBundle) -> None:
         study.set_user_attr("space", space.to_dict())
         study.set_user_attr("mode", "student")
-        fixed = {**zoo_defaults(config.student, sdata), **config.student_args}
+        fixed = {**flow.zoo_defaults(config.student, sdata), **config.student_args}
         study.set_user_attr("student_args", fixed)
         for point in space.starting_points(min(config.trials, space.size)):
             study.enqueue_trial(point, user_attrs={"seeded": True})
 
-    with torch_threads(config.threads):
-        start = start_search(
+    with flow.torch_threads(config.threads):
+        start = flow.start_search(
             config, out_dir, model_ref=config.teacher, model_args=config.teacher_args,
             file_stem="teacher", init_study=init_study,
         )  # fmt: skip
         run_workers(
-            worker_spec(config, start), config.workers, target=student_work, label="auto --student"
+            flow.worker_spec(config, start),
+            config.workers,
+            target=student_work,
+            label="auto --student",
         )
         if config.search_only:
             return AutoResult.from_records(start.out, start.base_val, trial_records(start.study))
         return _finish(config, start, show_progress)
 
 
-def _finish(config: StudentConfig, start: SearchStart, show_progress: bool) -> AutoResult:
+def _finish(config: StudentConfig, start: flow.SearchStart, show_progress: bool) -> AutoResult:
     import torchshrink
     from torchshrink.pipeline.recipe import recipe_from_dict
     from torchshrink.pipeline.runner import _paired_latency
@@ -131,10 +125,12 @@ def _finish(config: StudentConfig, start: SearchStart, show_progress: bool) -> A
         },
         source="auto --student",
     )
-    teacher_profile = profile_file(start.model_path, start.data, repeats=config.latency_repeats)
+    teacher_profile = flow.profile_file(
+        start.model_path, start.data, repeats=config.latency_repeats
+    )
     model_path: Path | None = None
     if chosen is not None:
-        doc, model_path = run_chosen(recipe, start.out, show_progress=show_progress)
+        doc, model_path = flow.run_chosen(recipe, start.out, show_progress=show_progress)
         # The report reads baseline -> final: for a student that is teacher -> student.
         doc["student_init"] = doc["baseline"]
         final = torchshrink.load(model_path).eval()
@@ -150,7 +146,7 @@ def _finish(config: StudentConfig, start: SearchStart, show_progress: bool) -> A
         "chosen_args": args if chosen else None,
         "failures": _failures(start.study),
     }
-    return finish_search(
+    return flow.finish_search(
         config, start, doc, space=space, records=records, chosen=chosen, closest=closest,
         chosen_by="search" if chosen else None, model_path=model_path, extra=extra,
     )  # fmt: skip
