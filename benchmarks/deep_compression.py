@@ -11,6 +11,33 @@ error) points per model; ``curve`` in the JSON lists them sorted by ratio.
 Pruning is AGP (the sparsity rises gradually during one fine-tuning run) with distillation from
 the dense model (soft targets, alpha 0.7, T 4) in every fine-tuning, pruning and centroids.
 
+**With a larger teacher** (``--teacher [FILE]``, LeNet-300-100 only): every fine-tuning learns
+the soft targets (alpha 0.7, T 4, logits computed once over the clean training set) of a
+784-1200-1200-10 MLP, **9x LeNet-300's parameters** (2.40M vs 0.27M; benchmarks/distill_mnist.py's
+light-dropout seed-0 teacher, 20 epochs on the 60k training images, 0.84% test error), instead of
+the dense model itself. Settings fixed from byte arithmetic before any test error was seen
+(``TEACHER_SETTINGS``): ``r60`` (the recorded self-distilled 69x setting, unchanged) and ``t63``
+(fc1 5% kept instead of 4.5%, estimated ~63x). Also recorded, ``distilled_dense``: the dense model
+fine-tuned with the same teacher and the same 30 epochs, unpruned. Results under
+``models["lenet300_teacher"]``; 2026-11-25, 1 thread, load average 1.5-4.4; ``python
+benchmarks/deep_compression.py --teacher`` (9 minutes: baseline, reference, seed 0), then
+``--seed 1`` and ``--seed 2`` with ``--no-reference --weights
+lenet300=/tmp/dc_teacher/lenet300_dense.safetensors`` (4.5 minutes each). Dense baseline 1.26%
+(the recorded one, reproduced), distilled dense 1.11%.
+
+==========  =====================  =====================  =====================
+setting     seed 0                 seed 1                 seed 2
+==========  =====================  =====================  =====================
+r60         67.1x  1.22% (-0.04)   68.2x  1.27% (+0.01)   68.0x  1.16% (-0.10)
+t63         63.1x  1.24% (-0.02)   64.8x  1.14% (-0.12)   63.9x  1.23% (-0.03)
+==========  =====================  =====================  =====================
+
+(points vs the plain dense baseline.) Every run meets issue 5's target (>= 60x within 0.1 points);
+vs the (seed-0) distilled dense reference they are 0.03-0.16 points worse. Distilled from
+itself, ``r60`` lost 0.41 points (``models["lenet300"]``, seed 0). The teacher is what closes
+the gap, and it is a larger model: against a dense LeNet-300 given the same teacher,
+compression still costs about 0.1 points.
+
 Published (Han et al. 2016): LeNet-300-100 40x at 1.58% error (baseline 1.64%), pruned to 8%
 (fc1 8%, fc2 9%, fc3 26% kept); LeNet-5 39x at 0.74% (baseline 0.80%), pruned to 8%
 (conv1 66%, conv2 12%, fc1 8%, fc2 19% kept); 5-bit fc and 8-bit conv codebooks.
@@ -18,6 +45,7 @@ Target (issue 5): at least 60x with test error within 0.1 points of our dense ba
 
 Run:  python benchmarks/deep_compression.py [--models lenet300,lenet5] [--settings a,b]
       [--weights lenet5=FILE] [--threads 1]
+      python benchmarks/deep_compression.py --teacher [FILE] [--seed N] [--no-reference]
       python benchmarks/deep_compression.py --reprice   # re-encode recorded runs, see below
 
 ``--reprice`` re-encodes the final file of every recorded run whose file still exists with the
@@ -109,6 +137,102 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# With --teacher: LeNet-300-100 distilled from a 784-1200-1200-10 MLP teacher (about 9x the
+# student's parameters, trained by benchmarks/distill_mnist.py) instead of from itself. Fixed
+# from byte arithmetic before any test error was seen: "r60" is the recorded 69x setting as it
+# is; "t63" keeps 5% of fc1 instead of 4.5% (+1176 weights at ~1.15 bytes each, from r60's
+# file: ~16.8 kB, ~63x, still above 60x).
+TEACHER_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "lenet300": {
+        "r60": SETTINGS["lenet300"]["r60"],
+        "t63": {
+            "layer_ratios": {"fc1": 0.95, "fc2": 0.93, "fc3": 0.75},
+            "layer_bits": {"fc1": 4, "fc2": 5, "fc3": 5},
+            "epochs": 30,
+        },
+    },
+}
+TEACHER_FILE = "/tmp/distill_teachers_s10/teacher_seed0_20e_2f99287f92.pt"
+KD_TEACHER = KD.model_copy(update={"cache": True})  # clean batches: teacher logits once
+
+
+def _load_teacher(path: str) -> tuple[Any, dict[str, Any]]:
+    # distill_mnist's cache holds state dicts of its own mlp(); "light dropout" teachers
+    # (input 0.1, hidden 0.2) have the Dropout layers at the same places, inactive in eval.
+    from distill_mnist import mlp
+
+    model = mlp(1200, dropout=(0.1, 0.2), seed=0)
+    model.load_state_dict(torch.load(path, weights_only=True))
+    params = sum(p.numel() for p in model.parameters())
+    return model.eval(), {"file": path, "arch": "784-1200-1200-10 MLP", "params": params}
+
+
+def run_teacher(args: argparse.Namespace, data: Any, weights: dict[str, str]) -> None:
+    """LeNet-300 settings distilled from the MLP teacher, and the dense model distilled alike."""
+    from torchshrink.distill import Teacher, distill
+
+    out, name, tmp = Path(args.out), "lenet300", Path(args.tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    key = f"{name}_teacher"
+    model, base = _baseline(name, data, weights.get(name), args.threads)
+    torchshrink.save(model, tmp / f"{name}_dense.safetensors")
+    print(f"{name}: baseline error {100 * base['error']:.2f}% ({base['how']})", flush=True)
+    teacher, info = _load_teacher(args.teacher)
+    info["error"] = 1 - torchshrink.evaluate(teacher, data.test).accuracy  # shown, never tuned on
+    t = Teacher(teacher, cache=True)
+    t.precompute(data.train, batch_size=512)
+    print(f"teacher error {100 * info['error']:.2f}% ({info['params']} params)", flush=True)
+    _save(out, key, base, None, None, teacher=info, distill=KD_TEACHER.model_dump(mode="json"))
+    ref_error = None
+    if args.reference:
+        # The dense model fine-tuned exactly like the pruning stage (same epochs, lr, KD), unpruned.
+        dense = torchshrink.load(tmp / f"{name}_dense.safetensors")
+        cfg = _config(name, "r60", args.threads, 0, table=TEACHER_SETTINGS)
+        assert cfg.prune_finetune is not None
+        t0 = time.perf_counter()
+        distill(dense, t, data, KD_TEACHER, train_config=cfg.prune_finetune)
+        ref_error = 1 - torchshrink.evaluate(dense, data.test).accuracy
+        ref = {
+            "how": f"dense {name} + distill from the teacher, {cfg.prune_finetune.epochs} epochs "
+            "(the pruning fine-tune's settings), no pruning",
+            "error": ref_error,
+            "error_gap_points": 100 * (ref_error - base["error"]),
+            "seconds": time.perf_counter() - t0,
+            "machine": machine_info(threads=args.threads),
+        }
+        print(f"distilled dense reference: error {100 * ref_error:.2f}%", flush=True)
+        _save(out, key, base, None, None, distilled_dense=ref)
+    for setting in args.settings.split(",") if args.settings else TEACHER_SETTINGS[name]:
+        dense = torchshrink.load(tmp / f"{name}_dense.safetensors")
+        cfg = _config(
+            name, setting, args.threads, args.centroid_epochs, table=TEACHER_SETTINGS,
+            distill=KD_TEACHER, seed=args.seed,
+        )  # fmt: skip
+        hits, misses = t.cache_hits, t.cache_misses
+        t0 = time.perf_counter()
+        run_key = setting if args.seed == 0 else f"{setting}_seed{args.seed}"
+        path = tmp / f"{key}_{run_key}.ts"
+        r = deep_compression(dense, data, config=cfg, path=path, teacher=t)
+        run = r.to_dict()
+        run["seconds"] = time.perf_counter() - t0
+        run["machine"] = machine_info(threads=args.threads)
+        run["error_gap_points"] = 100 * (r.stages[-1].error - base["error"])
+        if ref_error is not None:
+            run["error_gap_vs_distilled_dense_points"] = 100 * (r.stages[-1].error - ref_error)
+        run["meets_target"] = r.ratio >= 60 and run["error_gap_points"] <= 0.1 + 1e-9
+        run["codec_version"] = CODEC_VERSION
+        run["teacher_cache_hits"] = t.cache_hits - hits
+        run["teacher_cache_misses"] = t.cache_misses - misses
+        for s in r.stages:
+            print(
+                f"  {setting:6s} {s.stage:9s} error {100 * s.error:5.2f}%  "
+                f"nonzeros {s.nonzeros:7d}  bytes {s.file_bytes:8d}  ratio {s.ratio:6.1f}x",
+                flush=True,
+            )
+        _save(out, key, base, run_key, run)
+    print(f"wrote {out}")
+
+
 def _baseline(name: str, data: Any, weights: str | None, threads: int) -> tuple[Any, dict]:
     torch.manual_seed(0)
     model = torchshrink.load_model(f"zoo:{name}")
@@ -127,8 +251,17 @@ def _baseline(name: str, data: Any, weights: str | None, threads: int) -> tuple[
     return model, {"how": how, "error": 1 - acc, "seconds": time.perf_counter() - t0}
 
 
-def _config(name: str, setting: str, threads: int, centroid_epochs: int) -> DeepCompressionConfig:
-    s = dict(SETTINGS[name][setting])
+def _config(
+    name: str,
+    setting: str,
+    threads: int,
+    centroid_epochs: int,
+    *,
+    table: dict[str, dict[str, dict[str, Any]]] = SETTINGS,
+    distill: DistillConfig = KD,
+    seed: int = 0,
+) -> DeepCompressionConfig:
+    s = dict(table[name][setting])
     epochs = s.pop("epochs")
     augment = BASELINE[name].get("augment")
     ft = TrainConfig.preset(
@@ -140,23 +273,35 @@ def _config(name: str, setting: str, threads: int, centroid_epochs: int) -> Deep
         show_progress=False,
         num_threads=threads,
         eval_every=100,
+        seed=seed,
     )
     return DeepCompressionConfig(
+        seed=seed,
         prune_schedule="agp",
         prune_finetune=ft,
         centroid_finetune=ft.model_copy(update={"epochs": centroid_epochs, "lr": 1e-3}),
-        distill=KD,
+        distill=distill,
         **s,
     )
 
 
-def _save(out: Path, name: str, base: dict[str, Any], setting: str, run: dict[str, Any]) -> None:
+def _save(
+    out: Path,
+    name: str,
+    base: dict[str, Any],
+    setting: str | None,
+    run: dict[str, Any] | None,
+    **extra: Any,
+) -> None:
     # Re-read so that parallel runs of other models / settings are kept.
     record = json.loads(out.read_text()) if out.exists() else {"name": "deep_compression"}
     record.update({"data": "npz:mnist.npz", "published": PUBLISHED})
     entry = record.setdefault("models", {}).setdefault(name, {})
     entry["baseline"] = base
-    entry.setdefault("runs", {})[setting] = run
+    entry.update(extra)
+    runs = entry.setdefault("runs", {})
+    if setting is not None:
+        runs[setting] = run
     _write(out, record)
 
 
@@ -230,6 +375,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--reprice", action="store_true", help="re-encode recorded runs, then stop")
+    ap.add_argument("--teacher", nargs="?", const=TEACHER_FILE, default=None,
+                    help="distill LeNet-300 from this MLP teacher (TEACHER_SETTINGS)")  # fmt: skip
+    ap.add_argument("--no-reference", dest="reference", action="store_false",
+                    help="with --teacher: skip the distilled dense reference")  # fmt: skip
+    ap.add_argument("--tmp", default="/tmp/dc_teacher", help="with --teacher: where files go")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="with --teacher: prune / fine-tune seed, run 'SETTING_seedN'")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     weights = dict(w.split("=", 1) for w in args.weights)
@@ -237,6 +389,9 @@ def main() -> None:
     out = Path(args.out)
     if args.reprice:
         reprice(out, data)
+        return
+    if args.teacher:
+        run_teacher(args, data, weights)
         return
     tmp = Path(tempfile.mkdtemp(prefix="dc_bench_"))
     for name in args.models.split(","):

@@ -134,7 +134,8 @@ def _weights_after(
     tmp_path: Path, digits: DataBundle, trained: nn.Module, name: str, **kwargs: object
 ) -> dict[str, torch.Tensor]:
     model, cfg = _kd_setup(trained)
-    deep_compression(model, digits, config=cfg, path=tmp_path / f"{name}.ts", **kwargs)  # type: ignore[arg-type]
+    path = tmp_path / f"{name}.ts"
+    deep_compression(model, digits, config=cfg, path=path, **kwargs)  # type: ignore[arg-type]
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -195,7 +196,8 @@ def test_bad_teacher_is_refused_before_training(digits: DataBundle, trained: nn.
             model, digits, config=cfg, path="/nonexistent/x.ts", teacher=nn.Linear(5, 10)
         )
     with pytest.raises(ConfigError, match=r"teacher 1: expected an nn\.Module, got str"):
-        deep_compression(model, digits, config=cfg, path="/nonexistent/x.ts", teacher=[three, "t"])  # type: ignore[list-item]
+        bad: list = [three, "t"]
+        deep_compression(model, digits, config=cfg, path="/nonexistent/x.ts", teacher=bad)
     with pytest.raises(ConfigError, match="teacher 0: is the model being compressed"):
         deep_compression(model, digits, config=cfg, path="/nonexistent/x.ts", teacher=model)
     plain = cfg.model_copy(update={"distill": None})

@@ -353,7 +353,7 @@ def deep_compression(
         >>> r.stage("huffman").accuracy, r.ratio  # doctest: +SKIP
         (0.9842, 61.3)
         >>> kd = cfg.model_copy(update={"distill": DistillConfig(alpha=0.7)})  # doctest: +SKIP
-        >>> r = deep_compression(m2, data, config=kd, path="/tmp/t.ts", teacher=wide)  # doctest: +SKIP
+        >>> r = deep_compression(m2, data, config=kd, path="t.ts", teacher=big)  # doctest: +SKIP
     """
     config = config or DeepCompressionConfig()
     path = Path(path)
