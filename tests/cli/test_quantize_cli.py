@@ -197,3 +197,86 @@ def test_qat_epochs_bad_input_is_a_one_line_error(
     )  # fmt: skip
     assert rc == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def resnet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained one-block-per-stage ResNet-20 for 8x8 digits: three residual adds."""
+    torch.manual_seed(0)
+    model = torchshrink.load_model(
+        "zoo:resnet20",
+        model_args={"input_size": 8, "in_channels": 1, "width": 0.25, "depth": 0.34},
+    )
+    return torchshrink.save(model, tmp_path_factory.mktemp("res") / "res.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected", "adds", "int8_ops", "float_ops"),
+    [([], True, 3, 11, 0), (["--no-residual-adds"], False, 0, 4, 4)],
+)
+def test_static_scheme_quantizes_residual_adds_unless_told_not_to(
+    resnet_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: list[str],
+    expected: bool,
+    adds: int,
+    int8_ops: int,
+    float_ops: int,
+) -> None:
+    pytest.importorskip("onnxruntime")
+    from torchshrink.deploy.ort_session import OrtSession
+
+    q, onnx_path = tmp_path / "q.safetensors", tmp_path / "q.onnx"
+    rc, text, err = _run(
+        capsys, "quantize", str(resnet_file), "-d", "digits", "--limit", "64",
+        "--calibration", "32", "--out", str(q), "--json", *flag,
+    )  # fmt: skip
+    assert rc == 0, err
+    assert json.loads(text)["residual_adds"] is expected
+    rc, _, err = _run(capsys, "export", str(q), "-d", "digits", "--out", str(onnx_path))
+    assert rc == 0, err
+    assert OrtSession(onnx_path, threads=1).op_report().ops.get("QLinearAdd", 0) == adds
+    rc, text, err = _run(
+        capsys, "profile", str(onnx_path), "-d", "digits", "--limit", "16", "--repeats", "1",
+        "--json",
+    )  # fmt: skip
+    assert rc == 0, err
+    prof = json.loads(text)
+    assert (prof["int8_compute_ops"], prof["float_compute_ops"]) == (int8_ops, float_ops)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scheme", "w4"], "scheme 'w4' does not quantize activations"),
+        (["--scheme", "w8a8_dynamic"], "scheme 'w8a8_dynamic' does not quantize activations"),
+        (["--scheme", "w8a8", "--qat-epochs", "1"], "--qat-epochs) keeps residual adds in float"),
+    ],
+)
+def test_residual_adds_where_they_cannot_apply_is_a_one_line_error(
+    resnet_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    out = tmp_path / "x.safetensors"
+    rc, _, err = _run(
+        capsys, "quantize", str(resnet_file), "-d", "digits", "--out", str(out),
+        "--residual-adds", *args,
+    )  # fmt: skip
+    assert rc == 2 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_weight_only_scheme_reports_residual_adds_off(
+    resnet_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, text, err = _run(
+        capsys, "quantize", str(resnet_file), "-d", "digits", "--scheme", "w4", "--limit", "64",
+        "--out", str(tmp_path / "w4.safetensors"), "--json",
+    )  # fmt: skip
+    assert rc == 0, err
+    rec = json.loads(text)
+    assert rec["residual_adds"] is False and rec["mode"] == "weight_only"

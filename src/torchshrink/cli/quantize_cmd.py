@@ -83,6 +83,43 @@ def _uniform_config(name: str, **fields: Any) -> Any:
     return QuantConfig.preset("w8", weight=spec, **fields)
 
 
+def resolve_residual_adds(
+    requested: bool | None, kind: str, value: Any, *, qat_epochs: int = 0
+) -> bool:
+    """Whether ``quantize`` quantizes around residual adds: ``--[no-]residual-adds`` resolved.
+
+    Only static post-training schemes (``w8a8`` / ``int8``) quantize activations with
+    calibrated ranges, so only they can run residual adds in int8 (``QLinearAdd`` in ONNX).
+    Unset means on for those and off otherwise; asking for it elsewhere is an error rather
+    than a silent no-op.
+
+    Raises:
+        ConfigError: ``--residual-adds`` with a weight-only, dynamic, codebook or mixed
+            scheme, or with ``--qat-epochs`` (quantization-aware training keeps adds float).
+
+    Example:
+        >>> [resolve_residual_adds(None, "uniform", s) for s in ("w8a8", "w8a8_dynamic", "w4")]
+        [True, False, False]
+    """
+    from torchshrink.quantize.config import SCHEMES
+
+    mode = SCHEMES[value][0] if kind == "uniform" and value in SCHEMES else "weight_only"
+    static = kind == "uniform" and mode == "static" and not qat_epochs
+    if requested is None:
+        return static
+    if requested and not static:
+        why = (
+            "quantization-aware training (--qat-epochs) keeps residual adds in float"
+            if kind == "uniform" and mode == "static"
+            else f"scheme '{value}' does not quantize activations with calibrated ranges"
+        )
+        raise ConfigError(
+            f"--residual-adds: {why}; int8 residual adds need a static post-training scheme "
+            "(w8a8 or int8) without --qat-epochs"
+        )
+    return requested
+
+
 def _measure(model: Any, inputs: Any, data: Any, file_path: Path | None) -> dict[str, Any]:
     from torchshrink.measure.profile import profile
 
@@ -123,6 +160,14 @@ def quantize_command(
     qat_lr: Annotated[
         float, typer.Option(help="Learning rate of quantization-aware training.")
     ] = 0.01,
+    residual_adds: Annotated[
+        bool | None,
+        typer.Option(
+            "--residual-adds/--no-residual-adds",
+            help="Also quantize the tensors around residual adds (int8 adds in ONNX Runtime). "
+            "Default: on for static schemes (w8a8, int8) without --qat-epochs, else off.",
+        ),
+    ] = None,
     model_arg: _ModelArgs = None,
     weights: _Weights = None,
     seed: _Seed = 0,
@@ -145,6 +190,7 @@ def quantize_command(
         )
     if calibration <= 0:
         raise EmptyDataError(f"--calibration {calibration}: calibration needs at least 1 sample")
+    residual = resolve_residual_adds(residual_adds, kind, value, qat_epochs=qat_epochs)
     loaded = resolve(
         model_ref, model_args=model_arg, weights=weights, data_ref=data, seed=seed, limit=limit
     )
@@ -196,7 +242,7 @@ def quantize_command(
             ignore=ignored,
             overrides=dict.fromkeys(floats, "float"),
         )
-        qmodel = quantize(loaded.model, config, calibration=calib)
+        qmodel = quantize(loaded.model, config, calibration=calib, residual_adds=residual)
     report = get_quant_report(qmodel)
     assert report is not None  # both drivers record one
     sens = {r.name: r.sensitivity for r in plan.layers} if plan is not None else {}
@@ -213,7 +259,8 @@ def quantize_command(
         }
         for r in report.layers
     ]
-    meta = {"quantize": {"scheme": scheme, "calibration": calibration, "layers": layers}}
+    meta = {"quantize": {"scheme": scheme, "calibration": calibration,
+                         "residual_adds": residual, "layers": layers}}  # fmt: skip
     path = save(qmodel, out, metadata=meta)
     after = _measure(qmodel, inputs, loaded.data, path)
     record = {
@@ -223,6 +270,7 @@ def quantize_command(
         "out": str(path),
         "mode": report.mode,
         "calibration_samples": report.calibration_samples,
+        "residual_adds": residual,
         "before": before,
         "after": after,
         "size_ratio": after["file_bytes"] / before["file_bytes"],
@@ -268,9 +316,10 @@ def _print_quantize(record: dict[str, Any]) -> None:
         if a.get("accuracy") is not None
         else ""
     )
+    adds = "; residual adds in int8" if record["residual_adds"] else ""
     console.print(
         f"file {b['file_bytes']:,} -> {a['file_bytes']:,} bytes "
-        f"({record['size_ratio']:.3f}x){acc}; saved {record['out']}"
+        f"({record['size_ratio']:.3f}x){acc}{adds}; saved {record['out']}"
     )
 
 
