@@ -150,3 +150,39 @@ def test_loss_terms_join_the_centroid_loss(digits: DataBundle) -> None:
     r = finetune_centroids(model, digits, cfg, loss_terms=[term])
     assert r.train.history[0].loss_terms["l2"] > 0
     assert r.clusters["fc1.weight"] <= before <= 8
+
+
+def test_unclustered_model_is_refused_naming_the_layer(digits: DataBundle) -> None:
+    torch.manual_seed(0)
+    model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    w = model.fc1.weight.detach()
+    distinct = _distinct(w)
+    assert distinct > 19_000  # float weights: (nearly) every one its own value
+    cfg = TrainConfig(epochs=1, show_progress=False)
+    with pytest.raises(ConfigError, match=rf"layer 'fc1' has {distinct} distinct .* among 19200"):
+        finetune_centroids(model, digits, cfg)
+    assert torch.equal(model.fc1.weight.detach(), w)  # refused before any training step
+
+
+def test_four_bit_clusters_still_fine_tune() -> None:
+    model = _clustered(4)
+    small = torchshrink.load_data("digits", limit=128)
+    r = finetune_centroids(model, small, TrainConfig(epochs=1, lr=0.01, show_progress=False))
+    assert list(r.clusters) == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    assert 1 < max(r.clusters.values()) <= 16
+
+
+def test_a_cluster_report_sets_each_layer_limit_to_its_codebook() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32))  # 2048 weights
+    report = cluster_weights(model, 12)  # 4096 centroids: every weight keeps its own value
+    assert _distinct(model[0].weight) > 0.9 * 2048
+    with pytest.raises(ConfigError, match=r"layer '0' has \d+ distinct .* among 2048"):
+        assignments_from_model(model)  # no report: indistinguishable from an unclustered layer
+    assert assignments_from_model(model, report)["0.weight"].clusters == _distinct(model[0].weight)
+    four = cluster_weights(model, 2)  # at most 4 values; then spoil the sharing
+    with torch.no_grad():
+        model[0].weight.add_(torch.randn(32, 64) * 1e-3)
+    spoiled = _distinct(model[0].weight)
+    with pytest.raises(ConfigError, match=rf"layer '0' has {spoiled} distinct .*\(more than 4\)"):
+        assignments_from_model(model, four)

@@ -36,7 +36,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from torchshrink.cluster.kmeans_share import LAYER_TYPES, ClusterReport
+from torchshrink.cluster.kmeans_share import LAYER_TYPES, MAX_BITS, ClusterReport
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import ConfigError
 from torchshrink.train.config import TrainConfig
@@ -45,7 +45,15 @@ from torchshrink.train.hooks import LossTerm, TrainHook, TrainState
 from torchshrink.train.loop import TrainResult, train
 
 Reduce = Literal["sum", "mean"]
-MAX_CLUSTERS = 1 << 16  # the largest codebook cluster_weights makes (16 bits)
+MAX_CLUSTERS = 1 << MAX_BITS  # the largest codebook cluster_weights makes
+# Without a ClusterReport, a layer of more than _MIN_SHARED non-zero weights in which (nearly)
+# no two share a value was not clustered: cluster_weights at 16 bits leaves a 19,200-weight
+# layer unchanged, so a distinct-value limit alone cannot tell. Trained float32 layers small
+# enough to pass MAX_CLUSTERS repeat under 0.1% of their values by chance; a layer shared by
+# k < nnz / 2 centroids has under half. Small layers are exempt: at 8 bits (Deep Compression's
+# conv width) k-means gives each of up to 256 weights its own centroid.
+_UNSHARED_FRACTION = 0.9
+_MIN_SHARED = 1 << 8
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,7 @@ def assignments_from_model(
     model: nn.Module,
     layers: ClusterReport | Iterable[str] | None = None,
     *,
-    max_clusters: int = MAX_CLUSTERS,
+    max_clusters: int | None = None,
 ) -> dict[str, Assignment]:
     """Read the cluster assignment of already-shared weights off the model.
 
@@ -106,14 +114,19 @@ def assignments_from_model(
         model: the clustered model (not changed).
         layers: which layers: a :class:`ClusterReport`, module names, or ``None`` for every
             Linear / Conv layer.
-        max_clusters: most distinct non-zero values a layer may have.
+        max_clusters: most distinct non-zero values a layer may have. ``None``: ``2**bits``
+            of each layer of a :class:`ClusterReport`, else :data:`MAX_CLUSTERS` (the
+            largest codebook of ``cluster_weights``, 16 bits).
 
     Returns:
         ``{"<module>.weight": Assignment}`` in module order.
 
     Raises:
-        ConfigError: a named module does not exist or has no weight, or a layer has more than
-            ``max_clusters`` distinct values (it was not clustered).
+        ConfigError: a named module does not exist or has no weight, or a layer was not
+            clustered: it has more than the limit of distinct values, or (without a
+            :class:`ClusterReport`) more than 256 non-zero weights of which over 90% hold
+            a value no other weight holds. Pass the report for layers clustered with
+            ``2**bits`` close to their weight count.
 
     Example:
         >>> m = nn.Linear(3, 1)
@@ -122,6 +135,7 @@ def assignments_from_model(
         [[0, -1, 0]]
     """
     modules = dict(model.named_modules())
+    bits = {c.name: c.bits for c in layers.layers} if isinstance(layers, ClusterReport) else None
     out: dict[str, Assignment] = {}
     for name in _layer_names(model, layers):
         module = modules.get(name)
@@ -129,18 +143,33 @@ def assignments_from_model(
         if not isinstance(weight, torch.Tensor):
             raise ConfigError(f"layer '{name}' is not a module with a weight in this model")
         w = weight.detach().cpu().float()
-        codebook = torch.unique(w[w != 0])  # (k,) ascending
-        if codebook.numel() > max_clusters:
-            raise ConfigError(
-                f"layer '{name}' has {codebook.numel()} distinct non-zero weights (more than "
-                f"{max_clusters}): cluster it first with cluster_weights()"
-            )
+        nonzeros = w[w != 0]  # (nnz,)
+        codebook = torch.unique(nonzeros)  # (k,) ascending
+        _check_clustered(name, codebook.numel(), nonzeros.numel(), max_clusters, bits)
         dtype = torch.int16 if codebook.numel() <= 1 << 15 else torch.int32
         labels = torch.full(w.shape, -1, dtype=dtype)
         nz = w != 0
         labels[nz] = torch.searchsorted(codebook, w[nz]).to(dtype)
         out[f"{name}.weight" if name else "weight"] = Assignment(labels, codebook)
     return out
+
+
+def _check_clustered(
+    name: str, distinct: int, nonzeros: int, max_clusters: int | None, bits: dict[str, int] | None
+) -> None:
+    hint = "cluster it first with cluster_weights()"
+    limit = max_clusters
+    if limit is None:
+        limit = 1 << bits[name] if bits is not None and name in bits else MAX_CLUSTERS
+    if distinct > limit:
+        raise ConfigError(
+            f"layer '{name}' has {distinct} distinct non-zero weights (more than {limit}): {hint}"
+        )
+    if bits is None and nonzeros > _MIN_SHARED and distinct > _UNSHARED_FRACTION * nonzeros:
+        raise ConfigError(
+            f"layer '{name}' has {distinct} distinct non-zero weights among {nonzeros} (almost "
+            f"none share a value): {hint}, or pass its ClusterReport as the assignments"
+        )
 
 
 class CentroidHook(TrainHook):
