@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+from torchshrink.distill.check import check_teacher
 from torchshrink.distill.distiller import DistillConfig, distill, distill_loss_terms
 from torchshrink.distill.losses import (
     attention_map,
@@ -30,6 +31,7 @@ __all__ = [
     "as_teacher",
     "attention_map",
     "attention_transfer_loss",
+    "check_teacher",
     "distill",
     "distill_loss_terms",
     "hint_loss",

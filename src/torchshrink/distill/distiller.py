@@ -33,6 +33,7 @@ from torch import nn
 
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import ConfigError
+from torchshrink.distill.check import check_teacher
 from torchshrink.distill.teacher import Teacher, as_teacher
 from torchshrink.distill.terms import (
     AttentionTerm,
@@ -188,6 +189,12 @@ def distill(
         The loop's :class:`~torchshrink.train.loop.TrainResult` (``loss_terms`` of each epoch
         hold the mean ``kd`` / ``hint`` / ``at`` values).
 
+    Raises:
+        ConfigError: a teacher model is the student, does not run on the training inputs, or
+            gives logits of another shape than the student (checked on one batch before
+            training; the message names the teacher, by index in an ensemble, and both shapes).
+        ShapeError: the student does not take the training inputs (names the layer).
+
     Example:
         >>> import torchshrink
         >>> from torch import nn
@@ -201,7 +208,12 @@ def distill(
     """
     config = config or DistillConfig()
     base = train_config or TrainConfig()
-    t = as_teacher(teacher, cache=config.cache)
+    if isinstance(data, DataBundle) and data.task == "classification":  # else train() refuses it
+        # Before the teacher's pass over the data and before any step: a misfit fails by name.
+        example = data.example_inputs(2, split="train")  # (2, *input_shape)
+        t = check_teacher(teacher, student, example, cache=config.cache)
+    else:
+        t = as_teacher(teacher, cache=config.cache)
     if config.cache and t.cached_samples == 0:
         t.precompute(data.train, batch_size=max(base.batch_size, 256))
     terms = distill_loss_terms(student, t, config)

@@ -51,6 +51,7 @@ from torchshrink.train.distributed import (
     wrap_ddp,
 )
 from torchshrink.train.hooks import LossTerm, TrainHook, TrainState
+from torchshrink.train.input_check import check_training_data
 from torchshrink.train.progress import EpochProgress
 from torchshrink.train.schedules import build_optimizer, build_scheduler
 
@@ -151,6 +152,9 @@ def train(
 
     Raises:
         DataError: ``data`` is not a classification bundle.
+        ShapeError: the model does not take ``data``'s inputs (one batch is tried before
+            training; the message names the layer, the input shape and what the layer expected)
+            or gives fewer logits than ``data.num_classes``.
         ConfigError: a loss term has no name or a duplicate one, or the loss became NaN/inf.
         ModelFileError: the checkpoint to resume from does not fit ``model``.
 
@@ -177,6 +181,9 @@ def train(
     try:
         # Seeding inside a forked RNG keeps training reproducible without disturbing the caller.
         with torch.random.fork_rng(devices=rng_devices):
+            # Before seeding: even a model that draws random numbers in eval mode leaves the
+            # training run (seeded next) and the caller's RNG (forked) as they were.
+            check_training_data(model, data, device=dev)
             torch.manual_seed(config.seed)
             return _run(model, data, config, list(hooks), list(loss_terms), dev)
     finally:
