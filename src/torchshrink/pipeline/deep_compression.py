@@ -60,11 +60,12 @@ from torchshrink.codec.report import CompressedReport
 from torchshrink.codec.save import save_compressed
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import ConfigError
-from torchshrink.core.forward import Inputs, call_model, eval_mode
+from torchshrink.core.forward import Inputs
 from torchshrink.core.modelfile import load, save
+from torchshrink.distill.check import check_teacher
 from torchshrink.distill.distiller import DistillConfig, distill_loss_terms
 from torchshrink.distill.teacher import Teacher, as_teacher
-from torchshrink.measure.accuracy import _logits, evaluate
+from torchshrink.measure.accuracy import evaluate
 from torchshrink.measure.params import param_stats
 from torchshrink.prune.config import PruneConfig
 from torchshrink.prune.pruner import prune
@@ -287,22 +288,7 @@ def _checked_teacher(
                 f"teacher {i}: is the model being compressed, which changes during training; "
                 "leave teacher=None to distill from a frozen copy of it"
             )
-    if not isinstance(example_inputs, torch.Tensor):
-        return t  # the loss terms hand the teacher a tensor batch; nothing to compare here
-    with eval_mode(model), torch.no_grad():
-        want = _logits(call_model(model, example_inputs)).shape  # (B, K)
-    try:
-        got = t(example_inputs).logits.shape  # (B, K') averaged over the members
-    except Exception as e:  # any failure here means the teacher does not fit the data
-        raise ConfigError(
-            f"teacher: does not run on the model's inputs {tuple(example_inputs.shape)}: {e}"
-        ) from e
-    if got != want:
-        raise ConfigError(
-            f"teacher: gives logits of shape {tuple(got)}, the model gives {tuple(want)}; "
-            "the teacher must predict the same classes"
-        )
-    return t
+    return check_teacher(t, model, example_inputs, student_name="model")
 
 
 def _measure(
