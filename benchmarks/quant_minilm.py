@@ -17,7 +17,7 @@ round (median latency; order reversed every other round, 0.1 s pause before each
   fusions before dynamic int8 (``ort_fused_int8``: QAttention, SkipLayerNormalization,
   BiasGelu, QEmbedLayerNormalization). ``--all`` adds the earlier rounds' paths: ORT fp32
   (plain and fused), ``ort_int8_mixed`` (slow to build: a per-layer sensitivity search),
-  ``ort_int8_smooth_mixed`` and bf16 autocast.
+  ``ort_int8_smooth_mixed``, bf16 autocast and ``ort_int8_smooth_attn_qkv`` (below).
 
 Every ORT session, ORT's default baseline included, runs with intra-op spinning off and all of
 ORT's graph optimizations on: with spinning on, a session's idle spinning threads slowed the
@@ -48,7 +48,22 @@ Gelu) were not faster (1.06x vs 1.13x unfused, same noise); the query fold alone
 +5-8% but cosine 0.963. Earlier: full fusions with QAttention 0.94-0.95x; s8s8 activations
 slower; 8-bit ``MatMulNBits`` cosine 0.9997 at 0.55-0.6x. In ORT default about half the time
 is the int8 GEMMs, a quarter the float attention (Q K^T, softmax, P V over all 128 positions)
-and the rest LayerNorm, GELU, adds and transposes.
+and the rest LayerNorm, GELU, adds and transposes. Tried: PT2E X86InductorQuantizer static
+int8 + inductor freezing: 0.55x ORT default, cosine 0.9933, measured today (2026-11-25).
+
+``--all`` also runs ``ort_int8_smooth_attn_qkv``: the lean path with each layer's query, key
+and value Linears merged into one ``Linear(384, 1152)`` before export
+(:mod:`torchshrink.quantize.fuse_qkv`; last_hidden_state unchanged, max abs diff 0.0). Focused
+run (fp32, ORT default, lean, qkv; 7 interleaved rounds, 2 threads, load 1.5 at the start and
+2.6 at the end): qkv 1.045x ORT default's speed (per round 0.97-1.13) at cosine 0.9953, lean
+1.064x (1.00-1.12) at 0.9950 in the same run; neither is a clear win. It cannot gain: ORT's
+dynamic quantizer already quantizes the input shared by Q, K and V once per layer (one
+``DynamicQuantizeLinear`` feeding three ``MatMulIntegerToFloat``, ORT default too); the merged
+GEMM costs what the three did (ORT profile, all weights per tensor: 84 ms per forward either
+way) and splitting its output adds a ``Split`` of ~18 ms (3%); one per-tensor scale over Q, K
+and V rows also misses the bound, so the merged MatMul takes per-channel weights. Same-graph
+A/B (15 interleaved rounds, load 1.9-2.3): merged / separate speed 0.97x with per-tensor
+weights, 0.99x with per-channel weights.
 
 Run:  python benchmarks/quant_minilm.py [--threads 2] [--repeats 9] [--quick] [--no-compile] [--all]
 
@@ -83,7 +98,10 @@ OURS = [
     "ort_int8", "ort_int8_smooth", "ort_int8_attn", "ort_int8_smooth_attn",
     "ort_int8_smooth_attn_lean", "ort_fused_int8",
 ]  # fmt: skip
-MORE = ["ort_fp32", "ort_fused_fp32", "ort_int8_mixed", "ort_int8_smooth_mixed", "bf16_autocast"]
+MORE = [
+    "ort_fp32", "ort_fused_fp32", "ort_int8_mixed", "ort_int8_smooth_mixed", "bf16_autocast",
+    "ort_int8_smooth_attn_qkv",
+]  # fmt: skip
 BASELINE = "ort_dynamic_int8"  # the tool torchshrink's path has to beat by a margin
 CLEAR_MARGIN = 1.08  # median ratio over BASELINE that counts as a clear win (noise: +-10%)
 

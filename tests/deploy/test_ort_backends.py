@@ -184,3 +184,25 @@ def test_tiny_bert_lean_path_mixes_weight_granularity(tmp_path) -> None:
     assert sum(built.float_ops.get(k, 0) for k in ("MatMul", "FusedMatMul")) == 0
     assert "attention scale folded into the query" in built.note
     assert "per-tensor" in built.note or "every role per-channel" in built.note
+
+
+def test_tiny_bert_merged_qkv_path_quantizes_fewer_matmuls(tmp_path) -> None:
+    from torchshrink.deploy import ort_backends
+    from torchshrink.deploy.backends import BuildContext
+
+    model, x = _tiny_bert(), _tiny_inputs()
+    with torch.no_grad():
+        ref = model(**x)  # (B, D)
+    # The unmerged exports the lean path leaves in a shared workdir are not reused.
+    for sub in ["smooth_0.65", *(f"smooth_0.65_role{i}" for i in range(4))]:
+        (tmp_path / sub).mkdir()
+        ort_backends.export_plain(BuildContext(model, x, workdir=tmp_path / sub))
+    ctx = BuildContext(model, x, workdir=tmp_path, reference=ref, fidelity=0.99)
+    built = ort_backends.build("ort_int8_smooth_attn_qkv", ctx)
+    cos = torch.nn.functional.cosine_similarity(built.run(x), ref, dim=1).mean()
+    assert float(cos) >= 0.99
+    # 2 layers x (4 weight MatMuls, Q/K/V now one, + Q K^T + P V) in int8, no float MatMul.
+    assert sum(built.low_precision.get(k, 0) for k in INT8) == 12, built.low_precision
+    assert sum(built.float_ops.get(k, 0) for k in ("MatMul", "FusedMatMul")) == 0
+    assert "attention scale folded into the query" in built.note
+    assert "ort_int8_smooth_attn_qkv" in backends()

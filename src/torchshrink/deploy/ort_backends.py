@@ -30,6 +30,8 @@
   tensor (ORT's faster kernels) on every role of weight MatMuls except the fewest roles that
   must stay per channel for the cosine bound (on all-MiniLM-L6-v2: FFN-in, FFN-out and the
   attention output projection);
+* ``ort_int8_smooth_attn_qkv``: the lean path with each layer's Q, K and V Linears merged into
+  one (:mod:`torchshrink.quantize.fuse_qkv`): one GEMM three times as wide instead of three;
 * ``ort_static_int8``: torchshrink's own static QDQ export (``quantize`` + ``export_onnx``),
   only when calibration data is given.
 
@@ -71,7 +73,8 @@ from torchshrink.deploy.ort_session import OrtSession
 NAMES = (
     "ort_fp32", "ort_fused_fp32", "ort_dynamic_int8", "ort_int8", "ort_int8_attn",
     "ort_fused_int8", "ort_int8_mixed", "ort_int8_smooth", "ort_int8_smooth_mixed",
-    "ort_int8_smooth_attn", "ort_int8_smooth_attn_lean", "ort_static_int8",
+    "ort_int8_smooth_attn", "ort_int8_smooth_attn_lean", "ort_int8_smooth_attn_qkv",
+    "ort_static_int8",
 )  # fmt: skip
 _SENSITIVITY_SAMPLES = 8  # samples of the example batch used to rank layer sensitivity
 _CALIBRATION_CHUNKS = 4  # smoothing calibrates on the example batch in this many chunks
@@ -246,26 +249,17 @@ class _Session:
         return torch.from_numpy(self.session.run_numpy(*arrays)[0]).float()
 
     def built(self, note: str = "") -> Built:
-        rep = self.session.op_report()
+        ops = self.session.op_report().ops.items()
         from torchshrink.deploy.ort_session import FLOAT_COMPUTE_OPS, INT8_COMPUTE_OPS
 
-        low = {k: v for k, v in rep.ops.items() if k in INT8_COMPUTE_OPS}
-        low.update({k: v for k, v in rep.ops.items() if k == "DynamicQuantizeLinear"})
-        flt = {k: v for k, v in rep.ops.items() if k in FLOAT_COMPUTE_OPS}
+        low = {k: v for k, v in ops if k in INT8_COMPUTE_OPS | {"DynamicQuantizeLinear"}}
+        flt = {k: v for k, v in ops if k in FLOAT_COMPUTE_OPS}
         return Built(self, low, flt, note)
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.flatten(1).double(), b.flatten(1).double()  # (B, F)
     return float(torch.nn.functional.cosine_similarity(a, b, dim=1).mean())
-
-
-def _head(inputs: Inputs, n: int) -> Inputs:
-    if isinstance(inputs, Mapping):
-        return {k: v[:n] for k, v in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return tuple(v[:n] for v in inputs)
-    return inputs[:n]
 
 
 def _mixed(ctx: BuildContext, *, base: Path | None = None, note: str = "") -> Built:
@@ -275,7 +269,7 @@ def _mixed(ctx: BuildContext, *, base: Path | None = None, note: str = "") -> Bu
     if _cosine(full(ctx.inputs), ctx.reference) >= ctx.fidelity:
         return full.built(f"{note}every weight MatMul in int8")
     layers = weight_matmuls(base)
-    small = _head(ctx.inputs, _SENSITIVITY_SAMPLES)
+    small = _slice(ctx.inputs, 0, _SENSITIVITY_SAMPLES)
     ref = ctx.reference[:_SENSITIVITY_SAMPLES]
     loss = {}
     for i, name in enumerate(layers):
@@ -326,8 +320,7 @@ def _smoothed(
     """SmoothQuant-smoothed model, every weight MatMul int8; alpha chosen by measured cosine.
 
     ``activations``: attention's activation MatMuls in int8 too. ``lean``: attention's scale
-    folded into the query weights, and per-tensor weights wherever the bound allows
-    (:func:`_per_tensor_roles`).
+    folded into the query, per-tensor weights wherever the bound allows (:func:`_per_tensor_roles`).
     """
     if lean:
         from torchshrink.quantize.smooth import fold_attention_scale
@@ -492,7 +485,15 @@ def build(name: str, ctx: BuildContext) -> Built:
         return _smoothed(ctx, mixed=name.endswith("mixed"))
     if name == "ort_int8_smooth_attn":
         return _smoothed(ctx, mixed=False, activations=True)
-    if name == "ort_int8_smooth_attn_lean":
+    if name in ("ort_int8_smooth_attn_lean", "ort_int8_smooth_attn_qkv"):
+        if name.endswith("qkv"):  # merged before smoothing: the same scales as Q, K, V apart
+            from torchshrink.quantize.fuse_qkv import fuse_qkv
+            from torchshrink.quantize.smooth import fold_attention_scale
+
+            (sub := ctx.workdir / "qkv").mkdir(exist_ok=True)  # not the lean path's exports
+            ctx = dataclasses.replace(
+                ctx, model=fuse_qkv(fold_attention_scale(ctx.model)), workdir=sub
+            )
         return _smoothed(ctx, mixed=False, activations=True, lean=True)
     if name == "ort_static_int8":
         return _static(ctx)
