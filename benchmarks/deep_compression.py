@@ -381,7 +381,7 @@ def main() -> None:
                     help="with --teacher: skip the distilled dense reference")  # fmt: skip
     ap.add_argument("--tmp", default="/tmp/dc_teacher", help="with --teacher: where files go")
     ap.add_argument("--seed", type=int, default=0,
-                    help="with --teacher: prune / fine-tune seed, run 'SETTING_seedN'")  # fmt: skip
+                    help="prune / fine-tune seed; N > 0 records run 'SETTING_seedN'")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     weights = dict(w.split("=", 1) for w in args.weights)
@@ -401,9 +401,10 @@ def main() -> None:
         settings = args.settings.split(",") if args.settings else list(SETTINGS[name])
         for setting in settings:
             dense = torchshrink.load(tmp / f"{name}_dense.safetensors")
-            cfg = _config(name, setting, args.threads, args.centroid_epochs)
+            cfg = _config(name, setting, args.threads, args.centroid_epochs, seed=args.seed)
+            key = setting if args.seed == 0 else f"{setting}_seed{args.seed}"
             t0 = time.perf_counter()
-            r = deep_compression(dense, data, config=cfg, path=tmp / f"{name}_{setting}.ts")
+            r = deep_compression(dense, data, config=cfg, path=tmp / f"{name}_{key}.ts")
             run = r.to_dict()
             run["seconds"] = time.perf_counter() - t0
             run["machine"] = machine_info(threads=args.threads)
@@ -412,11 +413,11 @@ def main() -> None:
             run["codec_version"] = CODEC_VERSION
             for s in r.stages:
                 print(
-                    f"  {setting:6s} {s.stage:9s} error {100 * s.error:5.2f}%  "
+                    f"  {key:6s} {s.stage:9s} error {100 * s.error:5.2f}%  "
                     f"nonzeros {s.nonzeros:7d}  bytes {s.file_bytes:8d}  ratio {s.ratio:6.1f}x",
                     flush=True,
                 )
-            _save(out, name, base, setting, run)
+            _save(out, name, base, key, run)
     print(f"wrote {out}")
 
 
