@@ -54,3 +54,27 @@ def machine_info(**extra: Any) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         **extra,
     }
+
+
+#: The held-out validation split the benchmarks choose settings on (5,000 training images).
+VAL_SIZE = 5000
+SPLIT_SEED = 1234
+
+
+def split_validation(data: Any) -> tuple[Any, Any]:
+    """``(55k train / 5k validation, 55k train / test)``: the 5k are held out of training.
+
+    The same fixed split (``SPLIT_SEED``) in every benchmark that selects on validation.
+    """
+    from dataclasses import replace
+
+    from torch.utils.data import TensorDataset
+
+    x, y = data.train.tensors
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    n_val = min(VAL_SIZE, len(y) // 5)  # smaller only for --limit smoke runs
+    val, tr = idx[:n_val], idx[n_val:]
+    train_ds = TensorDataset(x[tr], y[tr])
+    meta = {**data.meta, "validation": f"{n_val} held out, split seed {SPLIT_SEED}"}
+    select = replace(data, train=train_ds, test=TensorDataset(x[val], y[val]), meta=meta)
+    return select, replace(data, train=train_ds, meta=meta)

@@ -61,14 +61,12 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import machine_info
+from _common import SPLIT_SEED, machine_info, split_validation
 from torch import nn
-from torch.utils.data import TensorDataset
 
 import torchshrink
 from torchshrink.core.databundle import DataBundle
@@ -83,7 +81,6 @@ DEFAULT_DROPOUT = (0.2, 0.5)  # Hinton's teacher: input 0.2, hidden 0.5
 PUBLISHED = {"student_alone": 146, "student_distilled_T20": 74, "teacher": 67}
 ALONE_CLEAN = "student alone (clean)"
 CONTROL = "student alone (jitter, control)"
-VAL_SIZE, SPLIT_SEED = 5000, 1234  # prune_accuracy.py's held-out split
 # --select's grid, fixed before it was run: (T, alpha) at --student-epochs, then the best of
 # these again at LONG_EPOCHS (alone and distilled both); ties go to the earlier trial.
 GRID = ((4.0, 0.5), (4.0, 0.9), (8.0, 0.5), (8.0, 0.9), (20.0, 0.5), (20.0, 0.9))
@@ -167,18 +164,6 @@ def get_teacher(seed: int, data: Any, cfg: TrainConfig, cache: Path, *, max_norm
     torch.save(model.state_dict(), path.with_suffix(".tmp"))
     path.with_suffix(".tmp").rename(path)  # atomic: a parallel reader never sees half a file
     return model, time.perf_counter() - t0
-
-
-def split_validation(data: DataBundle) -> tuple[DataBundle, DataBundle]:
-    """``(55k train / 5k validation, 55k train / test)``: the 5k are held out of training."""
-    x, y = data.train.tensors  # type: ignore[attr-defined]
-    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    n_val = min(VAL_SIZE, len(y) // 5)  # smaller only for --limit smoke runs
-    val, tr = idx[:n_val], idx[n_val:]
-    train_ds = TensorDataset(x[tr], y[tr])
-    meta = {**data.meta, "validation": f"{n_val} held out, split seed {SPLIT_SEED}"}
-    select = replace(data, train=train_ds, test=TensorDataset(x[val], y[val]), meta=meta)
-    return select, replace(data, train=train_ds, meta=meta)
 
 
 def fit_student(data: DataBundle, cfg: TrainConfig, *, seed: int, teachers: Any,

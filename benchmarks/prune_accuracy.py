@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import machine_info
+from _common import SPLIT_SEED, VAL_SIZE, machine_info, split_validation
 from torch.utils.data import TensorDataset
 
 import torchshrink
@@ -92,20 +92,6 @@ def _latency(model: torch.nn.Module, x: torch.Tensor) -> float:
 # Fractions removed. Han et al.'s kept 8% / 9% / 26% is 8.18% of all weights; fc1 a little
 # sparser makes it 7.99%.
 RATIOS = {"fc1": 0.9222, "fc2": 0.91, "fc3": 0.74}
-VAL_SIZE = 5000
-SPLIT_SEED = 1234
-
-
-def split_validation(data: DataBundle) -> tuple[DataBundle, DataBundle]:
-    """``(55k train / 5k validation, 55k train / test)``: the 5k are held out of training."""
-    x, y = data.train.tensors  # type: ignore[attr-defined]
-    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    n_val = min(VAL_SIZE, len(y) // 5)  # smaller only for --limit smoke runs
-    val, tr = idx[:n_val], idx[n_val:]
-    train_ds = TensorDataset(x[tr], y[tr])
-    meta = {**data.meta, "validation": f"{VAL_SIZE} held out, split seed {SPLIT_SEED}"}
-    select = replace(data, train=train_ds, test=TensorDataset(x[val], y[val]), meta=meta)
-    return select, replace(data, train=train_ds, meta=meta)
 
 
 @dataclass(frozen=True)
