@@ -219,22 +219,11 @@ def run_teacher(args: argparse.Namespace, data: Any, weights: dict[str, str]) ->
         run_key = setting if args.seed == 0 else f"{setting}_seed{args.seed}"
         path = tmp / f"{key}_{run_key}.ts"
         r = deep_compression(dense, data, config=cfg, path=path, teacher=t)
-        run = r.to_dict()
-        run["seconds"] = time.perf_counter() - t0
-        run["machine"] = machine_info(threads=args.threads)
-        run["error_gap_points"] = 100 * (r.stages[-1].error - base["error"])
+        run = _run_record(r, base, run_key, threads=args.threads, t0=t0)
         if ref_error is not None:
             run["error_gap_vs_distilled_dense_points"] = 100 * (r.stages[-1].error - ref_error)
-        run["meets_target"] = r.ratio >= 60 and run["error_gap_points"] <= 0.1 + 1e-9
-        run["codec_version"] = CODEC_VERSION
         run["teacher_cache_hits"] = t.cache_hits - hits
         run["teacher_cache_misses"] = t.cache_misses - misses
-        for s in r.stages:
-            print(
-                f"  {setting:6s} {s.stage:9s} error {100 * s.error:5.2f}%  "
-                f"nonzeros {s.nonzeros:7d}  bytes {s.file_bytes:8d}  ratio {s.ratio:6.1f}x",
-                flush=True,
-            )
         _save(out, key, base, run_key, run)
     print(f"wrote {out}")
 
@@ -289,6 +278,23 @@ def _config(
         distill=distill,
         **s,
     )
+
+
+def _run_record(r: Any, base: dict[str, Any], key: str, *, threads: int, t0: float) -> dict:
+    """One run's JSON record (gap to the dense baseline, target met), its stages printed."""
+    run = r.to_dict()
+    run["seconds"] = time.perf_counter() - t0
+    run["machine"] = machine_info(threads=threads)
+    run["error_gap_points"] = 100 * (r.stages[-1].error - base["error"])
+    run["meets_target"] = r.ratio >= 60 and run["error_gap_points"] <= 0.1 + 1e-9
+    run["codec_version"] = CODEC_VERSION
+    for s in r.stages:
+        print(
+            f"  {key:6s} {s.stage:9s} error {100 * s.error:5.2f}%  "
+            f"nonzeros {s.nonzeros:7d}  bytes {s.file_bytes:8d}  ratio {s.ratio:6.1f}x",
+            flush=True,
+        )
+    return run
 
 
 def _save(
@@ -411,18 +417,7 @@ def main() -> None:
             key = setting if args.seed == 0 else f"{setting}_seed{args.seed}"
             t0 = time.perf_counter()
             r = deep_compression(dense, data, config=cfg, path=tmp / f"{name}_{key}.ts")
-            run = r.to_dict()
-            run["seconds"] = time.perf_counter() - t0
-            run["machine"] = machine_info(threads=args.threads)
-            run["error_gap_points"] = 100 * (r.stages[-1].error - base["error"])
-            run["meets_target"] = r.ratio >= 60 and run["error_gap_points"] <= 0.1 + 1e-9
-            run["codec_version"] = CODEC_VERSION
-            for s in r.stages:
-                print(
-                    f"  {key:6s} {s.stage:9s} error {100 * s.error:5.2f}%  "
-                    f"nonzeros {s.nonzeros:7d}  bytes {s.file_bytes:8d}  ratio {s.ratio:6.1f}x",
-                    flush=True,
-                )
+            run = _run_record(r, base, key, threads=args.threads, t0=t0)
             _save(out, name, base, key, run)
     print(f"wrote {out}")
 
