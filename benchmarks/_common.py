@@ -78,3 +78,14 @@ def split_validation(data: Any) -> tuple[Any, Any]:
     meta = {**data.meta, "validation": f"{n_val} held out, split seed {SPLIT_SEED}"}
     select = replace(data, train=train_ds, test=TensorDataset(x[val], y[val]), meta=meta)
     return select, replace(data, train=train_ds, meta=meta)
+
+
+class MeanLogits(torch.nn.Module):
+    """Mean logits of several models: an ensemble teacher, evaluated as one model."""
+
+    def __init__(self, members: list[torch.nn.Module]) -> None:
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)  # (B, K)

@@ -160,6 +160,11 @@ TEACHER_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
 }
 TEACHER_FILE = "/tmp/distill_teachers_s10/teacher_seed0_20e_2f99287f92.pt"
 KD_TEACHER = KD.model_copy(update={"cache": True})  # clean batches: teacher logits once
+# With --ensemble-teacher: LeNet-5 distilled from the mean logits of three dense LeNet-5s (the
+# baseline, seed 0, and two more trained the same way with seeds 1 and 2) instead of from
+# itself; the settings are SETTINGS["lenet5"]'s, unchanged (s60 by default).
+ENSEMBLE_SEEDS = (0, 1, 2)
+ENSEMBLE_SETTINGS = ("s60",)
 
 
 def _load_teacher(path: str) -> tuple[Any, dict[str, Any]]:
@@ -228,19 +233,72 @@ def run_teacher(args: argparse.Namespace, data: Any, weights: dict[str, str]) ->
     print(f"wrote {out}")
 
 
-def _baseline(name: str, data: Any, weights: str | None, threads: int) -> tuple[Any, dict]:
-    torch.manual_seed(0)
+def _member(args: argparse.Namespace, data: Any, seed: int) -> tuple[Any, dict[str, Any]]:
+    """Dense LeNet-5 of ``seed`` for the ensemble teacher: from ``--tmp`` or trained and saved."""
+    path = Path(args.tmp) / f"lenet5_dense_seed{seed}.safetensors"
+    if path.exists():
+        model, secs = torchshrink.load(path), None
+    else:
+        model, b = _baseline("lenet5", data, None, args.threads, seed=seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torchshrink.save(model, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").rename(path)  # a parallel reader never sees half a file
+        secs = b["seconds"]
+    error = 1 - torchshrink.evaluate(model, data.test).accuracy  # shown, never tuned on
+    return model.eval(), {"seed": seed, "file": str(path), "error": error, "seconds": secs}
+
+
+def run_ensemble(args: argparse.Namespace, data: Any, weights: dict[str, str]) -> None:
+    """LeNet-5 settings distilled from an ensemble of dense LeNet-5s instead of from itself."""
+    from _common import MeanLogits
+
+    from torchshrink.distill import Teacher
+
+    name, tmp = "lenet5", Path(args.tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    key = f"{name}_ensemble_teacher"
+    model, base = _baseline(name, data, weights.get(name), args.threads)
+    torchshrink.save(model, tmp / f"{name}_dense.safetensors")
+    print(f"{name}: baseline error {100 * base['error']:.2f}% ({base['how']})", flush=True)
+    members = [torchshrink.load(tmp / f"{name}_dense.safetensors").eval()]
+    info: dict[str, Any] = {"members": [{"seed": 0, "file": base["how"], "error": base["error"]}]}
+    for seed in ENSEMBLE_SEEDS[1:]:
+        m, mi = _member(args, data, seed)
+        members.append(m)
+        info["members"].append(mi)
+        print(f"member seed {seed}: error {100 * mi['error']:.2f}%", flush=True)
+    info["error"] = 1 - torchshrink.evaluate(MeanLogits(members), data.test).accuracy
+    info["arch"] = f"mean logits of {len(members)} dense LeNet-5 (seeds {list(ENSEMBLE_SEEDS)})"
+    print(f"ensemble teacher error {100 * info['error']:.2f}%", flush=True)
+    t = Teacher(members)  # live: the shift2 batches are new every step, nothing to cache
+    _save(Path(args.out), key, base, None, None, teacher=info, distill=KD.model_dump(mode="json"))
+    for setting in args.settings.split(",") if args.settings else ENSEMBLE_SETTINGS:
+        dense = torchshrink.load(tmp / f"{name}_dense.safetensors")
+        cfg = _config(name, setting, args.threads, args.centroid_epochs, seed=args.seed)
+        run_key = setting if args.seed == 0 else f"{setting}_seed{args.seed}"
+        t0 = time.perf_counter()
+        r = deep_compression(dense, data, config=cfg, path=tmp / f"{key}_{run_key}.ts", teacher=t)
+        run = _run_record(r, base, run_key, threads=args.threads, t0=t0)
+        _save(Path(args.out), key, base, run_key, run)
+    print(f"wrote {args.out}")
+
+
+def _baseline(
+    name: str, data: Any, weights: str | None, threads: int, seed: int = 0
+) -> tuple[Any, dict]:
+    torch.manual_seed(seed)
     model = torchshrink.load_model(f"zoo:{name}")
     t0 = time.perf_counter()
     opts = BASELINE[name]
-    how = f"lenet-mnist preset, {opts}, seed 0"
+    how = f"lenet-mnist preset, {opts}, seed {seed}"
     if weights:
         model = torchshrink.load(Path(weights))
         how = f"weights from {weights} (trained with the {how})"
     else:
         cfg = TrainConfig.preset(
-            "lenet-mnist", show_progress=False, num_threads=threads, eval_every=100, **opts
-        )
+            "lenet-mnist", show_progress=False, num_threads=threads, eval_every=100, seed=seed,
+            **opts,
+        )  # fmt: skip
         torchshrink.train(model, data, cfg)
     acc = torchshrink.evaluate(model, data.test).accuracy
     return model, {"how": how, "error": 1 - acc, "seconds": time.perf_counter() - t0}
@@ -391,7 +449,19 @@ def main() -> None:
                     help="distill LeNet-300 from this MLP teacher (TEACHER_SETTINGS)")  # fmt: skip
     ap.add_argument("--no-reference", dest="reference", action="store_false",
                     help="with --teacher: skip the distilled dense reference")  # fmt: skip
-    ap.add_argument("--tmp", default="/tmp/dc_teacher", help="with --teacher: where files go")
+    ap.add_argument("--tmp", default="/tmp/dc_teacher",
+                    help="with --teacher / --ensemble-teacher: where files go")  # fmt: skip
+    ap.add_argument(
+        "--ensemble-teacher",
+        action="store_true",
+        help="distill LeNet-5 from an ensemble of 3 dense LeNet-5s (--tmp holds them)",
+    )
+    ap.add_argument(
+        "--member",
+        type=int,
+        default=None,
+        help="with --ensemble-teacher: only train (or find) this member, then stop",
+    )
     ap.add_argument("--seed", type=int, default=0,
                     help="prune / fine-tune seed; N > 0 records run 'SETTING_seedN'")  # fmt: skip
     args = ap.parse_args()
@@ -404,6 +474,12 @@ def main() -> None:
         return
     if args.teacher:
         run_teacher(args, data, weights)
+        return
+    if args.ensemble_teacher:
+        if args.member is not None:
+            print(_member(args, data, args.member)[1], flush=True)
+            return
+        run_ensemble(args, data, weights)
         return
     tmp = Path(tempfile.mkdtemp(prefix="dc_bench_"))
     for name in args.models.split(","):

@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import SPLIT_SEED, machine_info, split_validation
+from _common import SPLIT_SEED, MeanLogits, machine_info, split_validation
 from torch import nn
 
 import torchshrink
@@ -85,6 +85,10 @@ CONTROL = "student alone (jitter, control)"
 # these again at LONG_EPOCHS (alone and distilled both); ties go to the earlier trial.
 GRID = ((4.0, 0.5), (4.0, 0.9), (8.0, 0.5), (8.0, 0.9), (20.0, 0.5), (20.0, 0.9))
 LONG_EPOCHS = 20
+# --select-epochs' grid, fixed before it was run: training length for the student alone and for
+# the student distilled at Hinton's setting (first of --temperatures, --alpha), each chosen on
+# its own validation error; ties go to the fewer epochs.
+EPOCH_GRID = (12, 30, 80)
 
 
 def mlp(hidden: int, *, dropout: tuple[float, float] | None, seed: int) -> nn.Module:
@@ -143,12 +147,19 @@ def n_params(model: nn.Module) -> int:
 
 def get_teacher(seed: int, data: Any, cfg: TrainConfig, cache: Path, *, max_norm: float | None,
                 limit: Any, dropout: tuple[float, float] = DEFAULT_DROPOUT,
-                ) -> tuple[nn.Module, float | None]:  # fmt: skip
-    """A trained teacher: from ``cache`` when this seed / config / limit was trained before."""
+                train_part: str | None = None) -> tuple[nn.Module, float | None]:  # fmt: skip
+    """A trained teacher: from ``cache`` when this seed / config / limit was trained before.
+
+    ``train_part`` names a part of the training set ``data.train`` is (e.g. the 55k left by
+    ``split_validation``); it goes into the cache key, so such a teacher is never taken for
+    one trained on all 60k.
+    """
     model = mlp(1200, dropout=dropout, seed=seed)
     parts: list[Any] = [cfg.model_dump(mode="json"), max_norm, limit]
     if dropout != DEFAULT_DROPOUT:  # only then: teachers cached before the flag keep their key
         parts.append(list(dropout))
+    if train_part is not None:
+        parts.append(train_part)
     key = json.dumps(parts, sort_keys=True)
     tag = hashlib.sha1(key.encode()).hexdigest()[:10]
     path = cache / f"teacher_seed{seed}_{cfg.epochs}e_{tag}.pt"
@@ -224,10 +235,56 @@ def select(args: Any, val_data: DataBundle, teacher: nn.Module, s_cfg: TrainConf
     print("chosen:", sel["chosen"], flush=True)
 
 
+def select_epochs(args: Any, val_data: DataBundle, teacher: nn.Module | None,
+                  s_cfg: TrainConfig, part: str) -> None:  # fmt: skip
+    """``EPOCH_GRID`` on the validation split (seed 0) for one ``part``: "alone" or "distill".
+
+    Each part is recorded under its own key (``epoch_selection_<part>``), so the two parts can
+    run in parallel processes; each part's choice is its lowest validation error, ties to the
+    fewer epochs. The distilled student uses the first of ``--temperatures`` and ``--alpha``.
+    The test split is not looked at; a rerun skips the trials already recorded.
+    """
+    outer = json.loads(args.out.read_text()) if args.out.exists() else {}
+    place = outer.get("variants", {}).get(args.variant, {}) if args.variant else outer
+    key = f"epoch_selection_{part}"
+    sel = place.get(key, {"trials": []})
+    temp = args.temperatures[0] if part == "distill" else None
+    n_val = len(val_data.test)  # type: ignore[arg-type]
+    sel |= {"protocol": f"seed 0, students on the 55k part, errors on the {n_val} held out "
+            f"(split seed {SPLIT_SEED}); teacher trained on the 55k part only; lowest error "
+            "wins, ties: fewer epochs", "grid": list(EPOCH_GRID), "temperature": temp,
+            "alpha": args.alpha if temp else None}  # fmt: skip
+    if teacher is not None:
+        sel["teacher_val_errors"] = errors(teacher, val_data)
+    done = {t["epochs"]: t for t in sel["trials"]}
+    for epochs in EPOCH_GRID:
+        if epochs in done:
+            continue
+        t0 = time.perf_counter()
+        cfg = s_cfg.model_copy(update={"epochs": epochs, "eval_every": epochs, "seed": 0})
+        s, _ = fit_student(val_data, cfg, seed=0, teachers=None if temp is None else [teacher],
+                           temperature=temp, alpha=args.alpha)  # fmt: skip
+        done[epochs] = {"epochs": epochs, "val_errors": errors(s, val_data),
+                        "seconds": time.perf_counter() - t0}  # fmt: skip
+        print(part, done[epochs], flush=True)
+        sel["trials"] = [done[e] for e in sorted(done)]
+        write(args.out, {key: sel}, variant=args.variant, merge_only=True)
+    best = min(sel["trials"], key=lambda t: (t["val_errors"], t["epochs"]))
+    sel["chosen"] = {"epochs": best["epochs"], "val_errors": best["val_errors"]}
+    write(args.out, {key: sel}, variant=args.variant, merge_only=True)
+    print(f"{part} chosen:", sel["chosen"], flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--teacher-epochs", type=int, default=20)
     ap.add_argument("--student-epochs", type=int, default=12)
+    ap.add_argument(
+        "--alone-epochs",
+        type=int,
+        default=None,
+        help="epochs of the students trained alone (default: --student-epochs)",
+    )
     ap.add_argument("--temperatures", type=float, nargs="+", default=[20.0, 8.0])
     ap.add_argument("--alpha", type=float, default=0.9)
     ap.add_argument("--teacher-lr", type=float, default=0.05)
@@ -255,6 +312,9 @@ def main() -> None:
                     "(the teachers stay the 60k ones)")  # fmt: skip
     ap.add_argument("--select", action="store_true", help="with --holdout: validation grid "
                     "(seed 0, no test split), exit")  # fmt: skip
+    ap.add_argument("--select-epochs", choices=("alone", "distill"),
+                    help="with --holdout: EPOCH_GRID for this student on validation (seed 0, "
+                    "teacher trained on the 55k part, no test split), exit")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = torchshrink.load_data(args.data, limit=args.limit)
@@ -277,6 +337,16 @@ def main() -> None:
                            limit=args.limit, dropout=dropout)  # fmt: skip
 
     sel_data, s_data = split_validation(data) if args.holdout else (data, data)
+    if args.select_epochs:
+        if not args.holdout:
+            ap.error("--select-epochs needs --holdout")
+        teacher55k = None  # the student alone needs none
+        if args.select_epochs == "distill":
+            teacher55k = get_teacher(0, s_data, t_cfg, args.cache_dir, max_norm=max_norm,
+                                     limit=args.limit, dropout=dropout,
+                                     train_part=f"55k, split seed {SPLIT_SEED}")[0]  # fmt: skip
+        select_epochs(args, sel_data, teacher55k, s_cfg, args.select_epochs)
+        return
     if args.select:
         select(args, sel_data, teacher_for(0)[0], s_cfg)
         return
@@ -319,12 +389,16 @@ def main() -> None:
                     temperature: float | None, teacher_errors: int | None) -> None:  # fmt: skip
         t0 = time.perf_counter()
         augment = "shift2" if transfer == "jitter" else None
-        cfg = s_cfg.model_copy(update={"augment": augment})
+        epochs = args.student_epochs
+        if teachers is None and args.alone_epochs is not None:
+            epochs = args.alone_epochs
+        cfg = s_cfg.model_copy(update={"augment": augment, "epochs": epochs,
+                                       "eval_every": epochs})  # fmt: skip
         s, t = fit_student(s_data, cfg, seed=args.seed, teachers=teachers,
                            temperature=temperature, alpha=args.alpha)  # fmt: skip
         n_train = len(s_data.train)  # type: ignore[arg-type]
         run: dict[str, Any] = {"name": name, "transfer": transfer, "params": n_params(s),
-                               "epochs": args.student_epochs, "augment": augment,
+                               "epochs": epochs, "augment": augment,
                                "temperature": temperature, "train_images": n_train,
                                "alpha": args.alpha if teachers else None}  # fmt: skip
         if t is not None:
@@ -357,7 +431,7 @@ def main() -> None:
             members.append(m)
             log({"name": f"teacher seed {seed}", "test_errors": errors(m, data),
                  "epochs": args.teacher_epochs, "seconds": sec})  # fmt: skip
-        e_err = errors(_Averaged(members), data)
+        e_err = errors(MeanLogits(members), data)
         log({"name": f"ensemble teacher x{len(members)}", "test_errors": e_err,
              "params": sum(n_params(m) for m in members)})  # fmt: skip
         student_run(f"student distilled from ensemble T={first:g} (clean)", "clean", members,
@@ -366,7 +440,14 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-KEPT = ("variants", "seeds", "seed_summary", "selection")  # nested records a rewrite must not drop
+KEPT = (
+    "variants",
+    "seeds",
+    "seed_summary",
+    "selection",
+    "epoch_selection_alone",
+    "epoch_selection_distill",
+)  # nested records a rewrite must not drop
 
 
 def write(out: Path, record: dict[str, Any], *, variant: str | None, seed: int = 0,
@@ -468,17 +549,6 @@ def summarize(record: dict[str, Any]) -> None:
             "distilled_minus_control": jit["test_errors"] - base["jitter"],
             "gap_closed": jit["gap_closed"],
         }  # fmt: skip
-
-
-class _Averaged(nn.Module):
-    """Mean logits of several models, for evaluating the ensemble teacher."""
-
-    def __init__(self, members: list[nn.Module]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(x) for m in self.members]).mean(0)  # (B, K)
 
 
 if __name__ == "__main__":
