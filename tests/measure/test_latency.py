@@ -23,6 +23,7 @@ def test_latency_fields_and_thread_count_restored() -> None:
     assert len(r.samples_ms) == 7 and not r.capped
     assert min(r.samples_ms) == r.min_ms > 0
     assert r.p90_ms >= r.p50_ms > 0
+    assert r.median_ms == r.p50_ms == sorted(r.samples_ms)[3]  # the middle of 7
     assert r.throughput == pytest.approx(4 / (r.p50_ms / 1000))
 
 

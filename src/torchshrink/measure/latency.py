@@ -56,6 +56,11 @@ class LatencyStats:
     warmup: int
     capped: bool = False
 
+    @property
+    def median_ms(self) -> float:
+        """``p50_ms`` under the name ``deploy.timing``'s records (and ``accelerate``) use."""
+        return self.p50_ms
+
 
 def measure_latency(
     model: nn.Module,
