@@ -106,7 +106,13 @@ class FactorizeStage(BaseModel):
 
 
 class ClusterStage(BaseModel):
-    """k-means weight sharing, then optional fine-tuning of the shared centroids."""
+    """k-means weight sharing, then optional fine-tuning of the shared centroids.
+
+    ``reduce`` is the centroid gradient during that fine-tuning: ``"sum"`` (Deep Compression's,
+    the gradient of the loss with respect to the centroid) or ``"mean"`` (a step the size of one
+    weight's; steadier for large clusters, e.g. 2-bit codebooks on dense layers, where a summed
+    gradient over thousands of weights can blow the loss up).
+    """
 
     model_config = _FROZEN
     kind: Literal["cluster"]
@@ -114,6 +120,7 @@ class ClusterStage(BaseModel):
     bits: int | dict[str, int] = 5
     ignore: tuple[str, ...] = ()
     finetune: TrainConfig | None = None
+    reduce: Literal["sum", "mean"] = "sum"
 
 
 class FinetuneStage(BaseModel):

@@ -153,7 +153,9 @@ def _cluster(stage: ClusterStage, model: nn.Module, ctx: StageContext) -> tuple[
     report = cluster_weights(model, stage.bits, ignore=stage.ignore)
     details = _scalars(report)
     if stage.finetune is not None:
-        result = finetune_centroids(model, ctx.data, stage.finetune, assignments=report)
+        result = finetune_centroids(
+            model, ctx.data, stage.finetune, assignments=report, reduce=stage.reduce
+        )
         details.update({f"finetune_{k}": v for k, v in _scalars(result).items()})
     return model, details
 
