@@ -264,16 +264,23 @@ def _member(
     return model.eval(), info | {"seconds": secs}
 
 
+def _lenet5_dense(args: argparse.Namespace, data: Any, weights: dict[str, str]) -> dict[str, Any]:
+    """The dense LeNet-5 (trained, or ``--weights``) saved to ``--tmp``; its baseline record."""
+    tmp = Path(args.tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    model, base = _baseline("lenet5", data, weights.get("lenet5"), args.threads)
+    torchshrink.save(model, tmp / "lenet5_dense.safetensors")
+    print(f"lenet5: baseline error {100 * base['error']:.2f}% ({base['how']})", flush=True)
+    return base
+
+
 def run_ensemble(args: argparse.Namespace, data: Any, weights: dict[str, str]) -> None:
     """LeNet-5 settings distilled from an ensemble of dense LeNet-5s instead of from itself."""
     from _common import MeanLogits
 
-    name, tmp = "lenet5", Path(args.tmp)
-    tmp.mkdir(parents=True, exist_ok=True)
-    model, base = _baseline(name, data, weights.get(name), args.threads)
-    torchshrink.save(model, tmp / f"{name}_dense.safetensors")
-    print(f"{name}: baseline error {100 * base['error']:.2f}% ({base['how']})", flush=True)
-    members = [torchshrink.load(tmp / f"{name}_dense.safetensors").eval()]
+    name = "lenet5"
+    base = _lenet5_dense(args, data, weights)
+    members = [torchshrink.load(Path(args.tmp) / f"{name}_dense.safetensors").eval()]
     info: dict[str, Any] = {"members": [{"seed": 0, "file": base["how"], "error": base["error"]}]}
     for seed in ENSEMBLE_SEEDS[1:]:
         m, mi = _member(args, data, seed)
@@ -288,11 +295,8 @@ def run_ensemble(args: argparse.Namespace, data: Any, weights: dict[str, str]) -
 
 def run_wide(args: argparse.Namespace, data: Any, weights: dict[str, str]) -> None:
     """LeNet-5 settings distilled from one wider dense LeNet-5 instead of from itself."""
-    name, tmp = "lenet5", Path(args.tmp)
-    tmp.mkdir(parents=True, exist_ok=True)
-    model, base = _baseline(name, data, weights.get(name), args.threads)
-    torchshrink.save(model, tmp / f"{name}_dense.safetensors")
-    print(f"{name}: baseline error {100 * base['error']:.2f}% ({base['how']})", flush=True)
+    name = "lenet5"
+    base = _lenet5_dense(args, data, weights)
     teacher, info = _member(args, data, 0, width=args.wide_teacher)
     info["arch"] = f"zoo:lenet5 width={args.wide_teacher:g}, trained like the baseline (seed 0)"
     print(f"wide teacher error {100 * info['error']:.2f}% ({info['params']} params)", flush=True)
