@@ -67,3 +67,51 @@ def test_usage_errors_exit_2_with_one_line(
     assert parse_ratios("fc1=0.92, fc2=0.5") == {"fc1": 0.92, "fc2": 0.5}
     with pytest.raises(ConfigError, match="NAME=RATIO"):
         parse_ratios("=0.3")
+
+
+def test_teacher_and_agp_reach_the_pipeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A wider LeNet-300 trained briefly on digits is the teacher of a LeNet-300.
+    data = torchshrink.load_data("digits", limit=300)
+    teacher = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8, "width": 2})
+    torchshrink.train(teacher, data, torchshrink.TrainConfig(epochs=2, show_progress=False))
+    t_path = torchshrink.save(teacher, tmp_path / "teacher.safetensors")
+    common = (
+        "deep-compression", "zoo:lenet300", "--data", "digits", "--limit", "300",
+        "--prune-ratio", "0.8", "--schedule", "agp", "--finetune-epochs", "1", "--json",
+    )  # fmt: skip
+    outs = {}
+    for tag, extra in {
+        "plain": (),
+        "kd": ("--teacher", str(t_path), "--temperature", "3", "--alpha", "0.6"),
+    }.items():
+        out = tmp_path / f"{tag}.ts"
+        rc, text, err = _run(capsys, *common, *extra, "--out", str(out))
+        assert rc == 0, err
+        rec = json.loads(text)
+        outs[tag] = torchshrink.load(out).fc1.weight.detach()
+        assert rec["config"]["prune_schedule"] == "agp"
+        assert rec["stages"][1]["nonzeros"] < 0.25 * rec["stages"][0]["nonzeros"]
+    assert rec["teachers"] == [str(t_path)]
+    assert rec["config"]["distill"]["temperature"] == 3.0
+    assert rec["config"]["distill"]["alpha"] == 0.6
+    # the same seed and schedule: only the teacher's soft targets differ
+    assert not torch.equal(outs["plain"], outs["kd"])
+
+
+def test_bad_teacher_and_schedule_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8, "num_classes": 5})
+    o_path = torchshrink.save(other, tmp_path / "five.safetensors")
+    rc, _, err = _run(
+        capsys, "deep-compression", "zoo:lenet300", "--data", "digits", "--limit", "50",
+        "--teacher", str(o_path), "--out", str(tmp_path / "x.ts"),
+    )  # fmt: skip
+    assert rc == 2 and err.startswith("error:") and "teacher" in err and "Traceback" not in err
+    rc, _, err = _run(
+        capsys, "deep-compression", "zoo:lenet300", "--data", "digits", "--limit", "50",
+        "--schedule", "gradual", "--out", str(tmp_path / "x.ts"),
+    )  # fmt: skip
+    assert rc == 2 and err.startswith("error: --schedule: expected 'iterative' or 'agp'")

@@ -88,6 +88,14 @@ def resolve(
     return Loaded(model=model, data=data)
 
 
+def load_teacher(ref: str, data: Any) -> nn.Module:
+    """A teacher model by reference (zoo options filled from ``data``), in eval mode."""
+    from torchshrink.core.modelref import load_model
+
+    args = data_model_defaults(data) if ref.startswith("zoo:") else None
+    return load_model(ref, model_args=args).eval()
+
+
 def example_batch(
     model: nn.Module, *, input_shape: str | None, data: Any | None, batch_size: int
 ) -> Any:

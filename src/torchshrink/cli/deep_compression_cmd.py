@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from torchshrink.cli.common import example_batch, print_json, resolve
+from torchshrink.cli.common import example_batch, load_teacher, print_json, resolve
 from torchshrink.core.errors import ConfigError
 
 _Model = Annotated[
@@ -63,6 +63,33 @@ def deep_compression_command(
         int, typer.Option(help="Fine-tuning epochs per pruning round and for the centroids.")
     ] = 2,
     centroid_lr: Annotated[float, typer.Option(help="Learning rate of centroid tuning.")] = 1e-3,
+    schedule: Annotated[
+        str,
+        typer.Option(
+            help="iterative (prune a step, fine-tune, repeat) or agp (sparsity rises during one "
+            "fine-tuning run of --finetune-epochs)."
+        ),
+    ] = "iterative",
+    distill: Annotated[
+        bool,
+        typer.Option(
+            "--distill/--no-distill",
+            help="Every fine-tuning also learns soft targets: of --teacher, else of a frozen "
+            "copy of MODEL as given.",
+        ),
+    ] = False,
+    teacher: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--teacher",
+            "-t",
+            help="Teacher model (repeat for an ensemble: logits averaged); implies --distill.",
+        ),
+    ] = None,
+    temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 4.0,
+    alpha: Annotated[
+        float, typer.Option(help="Weight of the soft-target loss (labels get 1 - alpha).")
+    ] = 0.7,
     model_arg: Annotated[
         list[str] | None,
         typer.Option("--model-arg", "-m", help="Factory option key=value (repeatable)."),
@@ -79,8 +106,13 @@ def deep_compression_command(
     ] = False,
 ) -> None:
     """Deep Compression of MODEL on DATA: prune, cluster, tune centroids, Huffman-code, save."""
+    from torchshrink.distill import DistillConfig
     from torchshrink.pipeline.deep_compression import DeepCompressionConfig, deep_compression
     from torchshrink.train.config import TrainConfig
+
+    if schedule not in ("iterative", "agp"):
+        raise ConfigError(f"--schedule: expected 'iterative' or 'agp', got '{schedule}'")
+    kd = DistillConfig(temperature=temperature, alpha=alpha) if distill or teacher else None
 
     def ft(lr: float | None = None) -> TrainConfig | None:
         if finetune_epochs <= 0:
@@ -94,10 +126,12 @@ def deep_compression_command(
         prune_ratio=prune_ratio,
         layer_ratios=parse_ratios(layer_ratios),
         prune_steps=prune_steps,
+        prune_schedule=schedule,
         prune_finetune=ft(),
         fc_bits=fc_bits,
         conv_bits=conv_bits,
         centroid_finetune=ft(centroid_lr),
+        distill=kd,
         seed=seed,
     )
     loaded = resolve(
@@ -105,10 +139,16 @@ def deep_compression_command(
     )
     assert loaded.data is not None  # --data is required
     inputs = example_batch(loaded.model, input_shape=None, data=loaded.data, batch_size=1)
+    teachers = [load_teacher(ref, loaded.data) for ref in teacher or ()]
     result = deep_compression(
-        loaded.model, loaded.data, path=out, config=config, example_inputs=inputs
+        loaded.model,
+        loaded.data,
+        path=out,
+        config=config,
+        example_inputs=inputs,
+        teacher=teachers or None,
     )
-    record = {"model": model_ref, "data": data, **result.to_dict()}
+    record = {"model": model_ref, "data": data, "teachers": list(teacher or ()), **result.to_dict()}
     if json_out:
         print_json(record)
         return

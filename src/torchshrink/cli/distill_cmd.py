@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from torchshrink.cli.common import data_model_defaults, print_json, resolve
+from torchshrink.cli.common import load_teacher, print_json, resolve
 from torchshrink.core.errors import ConfigError
 
 _Model = Annotated[
@@ -98,7 +98,6 @@ def distill_command(
 ) -> None:
     """Distill TEACHER(s) into STUDENT on DATA and save the student to --out."""
     from torchshrink.core.modelfile import save
-    from torchshrink.core.modelref import load_model
     from torchshrink.distill import DistillConfig, Teacher, agreement, distill
     from torchshrink.measure.accuracy import evaluate
     from torchshrink.train.config import TrainConfig
@@ -118,10 +117,7 @@ def distill_command(
     )
     bundle = loaded.data
     assert bundle is not None  # --data is required
-    teachers = [
-        load_model(ref, model_args=data_model_defaults(bundle) if ref.startswith("zoo:") else None)
-        for ref in teacher
-    ]
+    teachers = [load_teacher(ref, bundle) for ref in teacher]
     ensemble = Teacher(teachers, cache=cache)
     overrides: dict[str, Any] = {
         k: v
