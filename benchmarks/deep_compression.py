@@ -55,6 +55,16 @@ worse than distilling from the model itself (+0.103). Results under
 (N = 0, 1, 2), then ``--ensemble-teacher --settings s60 --seed N --weights
 lenet5=DIR/lenet5_dense_seed0.safetensors --tmp DIR``.
 
+**LeNet-5 ``s60`` distilled from a wider LeNet-5** (``--wide-teacher 2``: ``zoo:lenet5`` at
+width 2, 1.71M parameters, 4x the student's, trained like the baseline with seed 0 in 13
+minutes: 0.36%, barely better than the 0.37% dense model; settings unchanged): seed 0 69.1x at
+0.52% (+0.15 points), worse than both the model itself (+0.08) and the ensemble (+0.13) on the
+same seed, so seeds 1 and 2 were not run (11 minutes, load about 2). Unlike LeNet-300-100,
+whose 1200-1200 teacher is 0.42 points better than it, no larger LeNet-5 trained this way is
+much better than the dense LeNet-5, and a teacher no better than the model does not close the
+gap. Results under ``models["lenet5_wide_teacher_w2"]``; command: ``--wide-teacher 2 --member
+0 --tmp DIR``, then ``--wide-teacher 2 --settings s60 --weights lenet5=FILE --tmp DIR``.
+
 Published (Han et al. 2016): LeNet-300-100 40x at 1.58% error (baseline 1.64%), pruned to 8%
 (fc1 8%, fc2 9%, fc3 26% kept); LeNet-5 39x at 0.74% (baseline 0.80%), pruned to 8%
 (conv1 66%, conv2 12%, fc1 8%, fc2 19% kept); 5-bit fc and 8-bit conv codebooks.
