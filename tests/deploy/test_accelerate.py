@@ -89,6 +89,9 @@ def test_cnn_on_digits_top1_and_int8_ops(digits_cnn: nn.Module, digits: DataBund
     assert by_name["ort_dynamic_int8"].low_precision
     assert by_name["ort_fp32"].float_ops and not by_name["ort_fp32"].low_precision
     assert by_name[rep.chosen].meets_bound
+    # convolutions with no calibration data: the report says how to get them into int8
+    assert len(rep.hints) == 1 and "calibration=" in rep.hints[0]
+    assert "hint: no calibration data" in rep.table()
 
 
 def test_bound_nothing_meets_falls_back_to_fp32() -> None:
@@ -98,6 +101,7 @@ def test_bound_nothing_meets_falls_back_to_fp32() -> None:
                         threads=1, config=back_to_back)  # fmt: skip
     assert rep.chosen == "fp32"
     assert rep.speedup == pytest.approx(1.0)
+    assert rep.hints == ()  # no convolution: nothing to say
 
 
 def test_fidelity_numbers() -> None:

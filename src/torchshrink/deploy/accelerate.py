@@ -138,6 +138,8 @@ class AccelerateReport:
         chosen_ms: chosen candidate's median latency.
         speedup: ``reference_ms / chosen_ms``.
         candidates: every candidate, in the order measured.
+        hints: advice on what was not tried (e.g. static int8 for convolutions needs
+            calibration data).
     """
 
     chosen: str
@@ -147,6 +149,7 @@ class AccelerateReport:
     chosen_ms: float
     speedup: float
     candidates: tuple[AccelCandidate, ...]
+    hints: tuple[str, ...] = ()
 
     def table(self) -> str:
         """One line per candidate: latency, speedup, cosine, low-precision ops or error."""
@@ -161,6 +164,7 @@ class AccelerateReport:
                 f"{mark} {c.name:24s} {c.median_ms:10.1f} ms {c.speedup:6.2f}x cos {cos:.4f} "
                 f"{'ok ' if c.meets_bound else 'LOW'} low={c.low_precision} float={c.float_ops}"
             )
+        lines += [f"hint: {h}" for h in self.hints]
         return "\n".join(lines)
 
 
@@ -392,8 +396,15 @@ def _run(
         )
     chosen = min((r for r in results if r.meets_bound), key=lambda r: r.median_ms, default=None)
     best = chosen.name if chosen is not None else "fp32"
+    hints = []
+    if calibration is None and any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()):
+        hints.append(
+            "no calibration data: the int8 candidates quantize Linear / MatMul weights only and "
+            "the convolutions stay float; pass calibration= batches to also measure static int8 "
+            "(ort_static_int8, torch_static_int8)"
+        )
     report = AccelerateReport(
         best, threads, bound, ref_ms, times[best].median_ms,
-        ref_ms / times[best].median_ms, tuple(results),
+        ref_ms / times[best].median_ms, tuple(results), tuple(hints),
     )  # fmt: skip
     return Accelerated(built[best], threads=threads), report
