@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, cast
 
 import typer
 
@@ -126,7 +126,7 @@ def deep_compression_command(
         prune_ratio=prune_ratio,
         layer_ratios=parse_ratios(layer_ratios),
         prune_steps=prune_steps,
-        prune_schedule=schedule,
+        prune_schedule=cast(Literal["iterative", "agp"], schedule),
         prune_finetune=ft(),
         fc_bits=fc_bits,
         conv_bits=conv_bits,
