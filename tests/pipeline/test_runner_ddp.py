@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from torchrun_helper import run_torchrun
+
 RECIPE = """
 name: ddp
 model: zoo:lenet300
@@ -49,9 +51,8 @@ def test_compress_under_torchrun_matches_one_process_and_only_rank0_writes(
     single = subprocess.run([*cmd, str(one)], env=_env(), capture_output=True, text=True,
                             timeout=600)  # fmt: skip
     assert single.returncode == 0, single.stderr[-2000:]
-    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "torchshrink", "compress", str(recipe), "--json", "--out", str(two)]  # fmt: skip
-    ddp = subprocess.run(run, env=_env(), capture_output=True, text=True, timeout=600)
+    run = ["-m", "torchshrink", "compress", str(recipe), "--json", "--out", str(two)]
+    ddp = run_torchrun(run, out=two, env=_env(), timeout=600, recreate=False)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
     a = json.loads((one / "run.json").read_text())

@@ -6,8 +6,6 @@ import importlib.util
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import torchshrink
+from torchrun_helper import run_torchrun
 from torchshrink.core.databundle import DataBundle
 from torchshrink.train import distributed as D
 from torchshrink.train.checkpoint import TrainingSnapshot, checkpoint_path, save_checkpoint
@@ -105,13 +104,7 @@ def test_torchrun_two_processes_match_one_process_and_keep_ranks_identical(
 ) -> None:
     two, one = tmp_path / "two", tmp_path / "one"
     two.mkdir(), one.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(name, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    proc = subprocess.run(
-        [*cmd, str(WORKER), str(two)], env=env, capture_output=True, text=True, timeout=240
-    )
+    proc = run_torchrun([str(WORKER), str(two)], out=two, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = json.loads((two / "result.json").read_text())["ranks"]
     assert [r["rank"] for r in ranks] == [0, 1] and ranks[0]["world_size"] == 2

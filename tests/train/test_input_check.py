@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ from torch import nn
 
 import torchshrink
 import torchshrink.train.loop as loop
+from torchrun_helper import run_torchrun
 from torchshrink.core.databundle import DataBundle
 from torchshrink.core.errors import ShapeError
 from torchshrink.train import TrainConfig, train
@@ -125,15 +123,11 @@ def test_training_results_are_those_of_a_run_without_the_check(
 
 @pytest.mark.integration
 def test_under_torchrun_every_rank_refuses_the_misfit_by_itself(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(name, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    proc = subprocess.run(
-        [*cmd, str(WORKER), str(tmp_path)], env=env, capture_output=True, text=True, timeout=180
-    )
+    out = tmp_path / "ranks"
+    out.mkdir()
+    proc = run_torchrun([str(WORKER), str(out)], out=out, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [(r["rank"], r["world_size"]) for r in ranks] == [(0, 2), (1, 2)]
     for r in ranks:
         assert r["error"].startswith("train: data 'digits' does not fit the model: ")
