@@ -1,4 +1,4 @@
-"""The test helper's retry: only the known exit abort is retried, once, from an empty folder."""
+"""The test helper's retries: only the known exit abort is retried, each from an empty folder."""
 
 from __future__ import annotations
 
@@ -21,8 +21,11 @@ if n < int(sys.argv[4]):
 """
 
 
-@pytest.mark.parametrize(("aborts", "rc", "runs"), [(0, 0, 1), (1, 0, 2), (2, 134, 2)])
-def test_retries_the_exit_abort_once(
+@pytest.mark.parametrize(
+    ("aborts", "rc", "runs"),
+    [(0, 0, 1), (1, 0, 2), (th.RETRIES, 0, th.RETRIES + 1), (th.RETRIES + 1, 134, th.RETRIES + 1)],
+)
+def test_retries_the_exit_abort(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aborts: int, rc: int, runs: int
 ) -> None:
     monkeypatch.setattr(th, "TORCHRUN", [sys.executable, "-c", FAKE])
@@ -30,7 +33,7 @@ def test_retries_the_exit_abort_once(
     out.mkdir()
     args = [str(out), str(counter), th.EXIT_ABORT, str(aborts)]
     if aborts:
-        with pytest.warns(UserWarning, match="retried once"):
+        with pytest.warns(UserWarning, match="retry 1 of"):
             proc = th.run_torchrun(args, out=out, timeout=60)
     else:
         proc = th.run_torchrun(args, out=out, timeout=60)
