@@ -288,18 +288,21 @@ def _member(
         secs = b["seconds"]
     error = 1 - torchshrink.evaluate(model, data.test).accuracy  # shown, never tuned on
     params = sum(p.numel() for p in model.parameters())
-    info = {"seed": seed, "width": width, "params": params, "file": str(path), "error": error}
-    return model.eval(), info | {"seconds": secs}
+    info = {"seed": seed, "width": width, "params": params, "file": str(path), "error": error,
+            "seconds": secs}  # fmt: skip
+    return model.eval(), info
 
 
-def _lenet5_dense(args: argparse.Namespace, data: Any, weights: dict[str, str]) -> dict[str, Any]:
-    """The dense LeNet-5 (trained, or ``--weights``) saved to ``--tmp``; its baseline record."""
+def _lenet5_dense(
+    args: argparse.Namespace, data: Any, weights: dict[str, str]
+) -> tuple[Any, dict[str, Any]]:
+    """The dense LeNet-5 (trained, or ``--weights``), saved to ``--tmp``, and its record."""
     tmp = Path(args.tmp)
     tmp.mkdir(parents=True, exist_ok=True)
     model, base = _baseline("lenet5", data, weights.get("lenet5"), args.threads)
     torchshrink.save(model, tmp / "lenet5_dense.safetensors")
     print(f"lenet5: baseline error {100 * base['error']:.2f}% ({base['how']})", flush=True)
-    return base
+    return model, base
 
 
 def run_ensemble(args: argparse.Namespace, data: Any, weights: dict[str, str]) -> None:
@@ -307,8 +310,8 @@ def run_ensemble(args: argparse.Namespace, data: Any, weights: dict[str, str]) -
     from _common import MeanLogits
 
     name = "lenet5"
-    base = _lenet5_dense(args, data, weights)
-    members = [torchshrink.load(Path(args.tmp) / f"{name}_dense.safetensors").eval()]
+    dense, base = _lenet5_dense(args, data, weights)
+    members = [dense.eval()]  # each setting compresses its own copy, loaded from --tmp
     info: dict[str, Any] = {"members": [{"seed": 0, "file": base["how"], "error": base["error"]}]}
     for seed in ENSEMBLE_SEEDS[1:]:
         m, mi = _member(args, data, seed)
@@ -324,7 +327,7 @@ def run_ensemble(args: argparse.Namespace, data: Any, weights: dict[str, str]) -
 def run_wide(args: argparse.Namespace, data: Any, weights: dict[str, str]) -> None:
     """LeNet-5 settings distilled from one wider dense LeNet-5 instead of from itself."""
     name = "lenet5"
-    base = _lenet5_dense(args, data, weights)
+    _, base = _lenet5_dense(args, data, weights)
     teacher, info = _member(args, data, 0, width=args.wide_teacher)
     info["arch"] = f"zoo:lenet5 width={args.wide_teacher:g}, trained like the baseline (seed 0)"
     print(f"wide teacher error {100 * info['error']:.2f}% ({info['params']} params)", flush=True)

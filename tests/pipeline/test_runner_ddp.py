@@ -5,14 +5,13 @@ the one-process batch, and pruning masks and cluster assignments come from rank 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from torchrun_helper import run_torchrun
+from torchrun_helper import run_torchrun, torchrun_env
 
 RECIPE = """
 name: ddp
@@ -36,10 +35,6 @@ stages:
 """
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
 @pytest.mark.integration
 def test_compress_under_torchrun_matches_one_process_and_only_rank0_writes(
     tmp_path: Path,
@@ -48,11 +43,11 @@ def test_compress_under_torchrun_matches_one_process_and_only_rank0_writes(
     recipe.write_text(RECIPE)
     one, two = tmp_path / "one", tmp_path / "two"
     cmd = [sys.executable, "-m", "torchshrink", "compress", str(recipe), "--json", "--out"]
-    single = subprocess.run([*cmd, str(one)], env=_env(), capture_output=True, text=True,
+    single = subprocess.run([*cmd, str(one)], env=torchrun_env(), capture_output=True, text=True,
                             timeout=600)  # fmt: skip
     assert single.returncode == 0, single.stderr[-2000:]
     run = ["-m", "torchshrink", "compress", str(recipe), "--json", "--out", str(two)]
-    ddp = run_torchrun(run, out=two, env=_env(), timeout=600, recreate=False)
+    ddp = run_torchrun(run, out=two, timeout=600, recreate=False)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
     a = json.loads((one / "run.json").read_text())

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
 
 import torchshrink
+from torchshrink.cluster import cluster_weights
 from torchshrink.core.errors import ConfigError
-from torchshrink.pipeline.recipe import recipe_from_dict
+from torchshrink.pipeline.recipe import Recipe, recipe_from_dict
 from torchshrink.pipeline.stages import StageContext, run_stage
 
 _FT = {"epochs": 1, "lr": 0.01, "batch_size": 64, "show_progress": False, "seed": 0}
 
 
-def _recipe(reduce: str | None) -> object:
+def _recipe(reduce: str | None) -> Recipe:
     stage: dict[str, object] = {"kind": "cluster", "bits": 2, "finetune": _FT}
     if reduce is not None:
         stage["reduce"] = reduce
@@ -36,20 +38,18 @@ def _moved(reduce: str | None, tmp_path: Path) -> tuple[float, int]:
     data = torchshrink.load_data("digits", limit=256)
     torch.manual_seed(0)
     model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
-    from torchshrink.cluster import cluster_weights
-
-    clustered = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
-    clustered.load_state_dict(model.state_dict())
+    clustered = copy.deepcopy(model)
     cluster_weights(clustered, 2)  # what the stage starts its fine-tune from
     ctx = StageContext(recipe=recipe, data=data, out_dir=tmp_path, baseline_path=tmp_path / "b")
-    out, _ = run_stage(recipe.stages[0], model, ctx)  # type: ignore[attr-defined]
+    out, _ = run_stage(recipe.stages[0], model, ctx)
     w = out.get_submodule("fc1").weight.detach()
     moved = (w - clustered.get_submodule("fc1").weight.detach()).abs().mean().item()
     return moved, int(torch.unique(w[w != 0]).numel())
 
 
 def test_default_is_deep_compressions_sum() -> None:
-    assert _recipe(None).stages[0].reduce == "sum"  # type: ignore[attr-defined]
+    stage = _recipe(None).stages[0]
+    assert stage.kind == "cluster" and stage.reduce == "sum"
 
 
 def test_mean_reduce_takes_one_weights_step(tmp_path: Path) -> None:
