@@ -47,7 +47,7 @@ def test_compress_under_torchrun_matches_one_process_and_only_rank0_writes(
                             timeout=600)  # fmt: skip
     assert single.returncode == 0, single.stderr[-2000:]
     run = ["-m", "torchshrink", "compress", str(recipe), "--json", "--out", str(two)]
-    ddp = run_torchrun(run, out=two, timeout=600, recreate=False)
+    ddp = run_torchrun(run, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
     a = json.loads((one / "run.json").read_text())

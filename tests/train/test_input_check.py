@@ -125,7 +125,7 @@ def test_training_results_are_those_of_a_run_without_the_check(
 def test_under_torchrun_every_rank_refuses_the_misfit_by_itself(tmp_path: Path) -> None:
     out = tmp_path / "ranks"
     out.mkdir()
-    proc = run_torchrun([str(WORKER), str(out)], out=out, timeout=180)
+    proc = run_torchrun([str(WORKER), str(out)], timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [(r["rank"], r["world_size"]) for r in ranks] == [(0, 2), (1, 2)]

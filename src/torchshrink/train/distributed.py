@@ -129,6 +129,7 @@ def init_distributed(device: str | torch.device = "cpu") -> bool:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
+        _bind_no_group_defaults()
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
         _OWNED["pg"] = True
@@ -136,13 +137,27 @@ def init_distributed(device: str | torch.device = "cpu") -> bool:
     return True
 
 
+def _bind_no_group_defaults() -> None:
+    """Import ``torch.distributed.nn.functional`` while no process group exists.
+
+    Its functions take ``group=group.WORLD`` as a default argument, evaluated at import: imported
+    after ``init_process_group`` (``DistributedDataParallel`` imports it through
+    ``torch._dynamo``), they capture the default group for the life of the process, and
+    ``destroy_process_group`` can no longer free it. Its gloo worker threads then run on into
+    interpreter shutdown, where one still releasing the last collective's tensors needs the GIL
+    and aborts the process ("terminate called without an active exception", SIGABRT). Imported
+    first, the defaults are ``None`` and the group is freed, its threads joined, at shutdown.
+    """
+    import torch.distributed.nn.functional  # noqa: F401
+
+
 def shutdown_distributed(clean: bool | None = None) -> None:
     """Destroy the process group if :func:`init_distributed` created it (idempotent).
 
     On a clean exit the ranks first meet at a barrier, so none tears its connections down
-    while a peer is still using them (gloo aborts the process when a peer vanishes mid-exit).
-    A rank leaving on an unhandled exception skips the barrier rather than wait for peers
-    that will never arrive.
+    while a peer is still using them. A rank leaving on an unhandled exception skips the
+    barrier rather than wait for peers that will never arrive. Destroying the group joins its
+    worker threads (see :func:`_bind_no_group_defaults` for what used to keep it alive).
 
     Args:
         clean: whether this rank is leaving normally; ``None`` (the exit hook) reads it from
