@@ -72,6 +72,12 @@ settings, seconds in each record), 2026-11-25, 1 thread, shared 2-core machine:
   every protocol tried, the distilled student sits at 96-105 errors whatever the teacher (81 to
   89 errors, or their 81-error ensemble), 11-18 behind it; Hinton et al.'s was 7 behind a
   67-error teacher. 2026-12-05, 1 thread, load about 2; hint students about 4 minutes each.
+* ``variants["heavy_teacher"]``: Hinton's teacher regularisation (dropout 0.2 / 0.5, the default)
+  trained 3x longer (``--teacher-epochs 60``; at 20 epochs it underfits, above), against the
+  light-dropout teacher, chosen by the distilled student's validation error (fixed before it
+  ran; ties to the light one). ``--holdout --validate`` (55k-part teacher, T=20, alpha 0.9, 12
+  epochs): teacher 50 validation errors (light: 46), distilled student **67** (light: 62), so
+  the light teacher stays; the test split was not evaluated. 60 epochs took 15-16 minutes.
 
 Commands: ``python benchmarks/distill_mnist.py --teacher-epochs 20 --input-dropout 0.1
 --hidden-dropout 0.2 --holdout --variant holdout_val_selected --cache-dir
