@@ -285,7 +285,11 @@ def parse_hints(spec: str | None) -> dict[str, str] | None:
     """``"4:6,2:3"`` -> ``{"4": "6", "2": "3"}`` (student layer: teacher layer)."""
     if not spec:
         return None
-    return dict(pair.split(":", 1) for pair in spec.split(","))
+    pairs = [pair.split(":", 1) for pair in spec.split(",")]
+    if any(len(p) != 2 or not all(p) for p in pairs):
+        raise SystemExit(f"--hints: expected 'student:teacher' layer pairs like '{HINTS}', "
+                         f"got {spec!r}")  # fmt: skip
+    return dict(pairs)  # type: ignore[arg-type]
 
 
 def select(args: Any, val_data: DataBundle, teacher: nn.Module, s_cfg: TrainConfig) -> None:
