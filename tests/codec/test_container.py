@@ -1,4 +1,4 @@
-"""The compact container of codec version 2, and version 1 files that must still load."""
+"""The compact container (codec version 3), and version 1 / 2 files that must still load."""
 
 from __future__ import annotations
 
@@ -48,12 +48,23 @@ def test_version_1_file_still_loads_bit_exactly() -> None:
     assert {t.key: t.mode for t in report.tensors}["fc1.weight"] == "sparse"
 
 
+def test_version_2_file_still_loads_bit_exactly() -> None:
+    old = DATA / "v2_lenet300_small.ts"  # the v1 file's model, written by codec version 2
+    assert read_header(old)["compression"]["codec_version"] == 2
+    model = torchshrink.load(old)
+    plain = torchshrink.load(DATA / "v1_lenet300_small_plain.safetensors")
+    for key, value in plain.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    report = inspect_compressed(old)
+    assert sum(report.breakdown().values()) == report.file_bytes == old.stat().st_size
+
+
 def test_compact_file_header_and_round_trip(tmp_path: Path) -> None:
     model = _clustered_lenet300()
     report = save_compressed(model, tmp_path / "c.ts")
     doc = read_header(report.path)
     assert doc["version"] == 2 and doc["modules"] == "spec"
-    assert doc["compression"]["codec_version"] == 2
+    assert doc["compression"]["codec_version"] == 3
     with safe_open(str(report.path), framework="pt") as f:
         assert sorted(f.keys()) == [DOC_TENSOR, "extra/huffman"]  # no per-tensor entries
     assert report.header_bytes < 700  # was ~2.7 KB with a verbose JSON header

@@ -150,15 +150,77 @@ def test_edge_cases_empty_dense_and_one_nonzero() -> None:
 
 
 def test_column_structure_is_scanned_transposed() -> None:
-    # Pruning that keeps whole input columns (dead pixels): column-major runs are far shorter.
+    # Every row and column holds a non-zero, in vertical runs of 20: column-major gaps are short.
     torch.manual_seed(0)
-    t = _sparse_clustered((300, 784), 0.5, 16) * (torch.rand(784) < 0.05)
+    t = torch.zeros(300, 784)
+    for j, r in enumerate(torch.randint(0, 280, (784,)).tolist()):
+        t[r : r + 20, j] = torch.randn(8)[torch.randint(0, 8, (20,))]
     coded = encode_tensor(t)
     assert coded is not None and coded.transposed and coded.meta()["transposed"] is True
     assert torch.equal(decode_tensor(coded.meta(), coded.blob), t)
     rows = encode_tensor(t.T.contiguous())  # the same mask with rows kept: row-major is best
     assert rows is not None and not rows.transposed
     assert abs(rows.blob.numel() - coded.blob.numel()) <= 8
+
+
+def test_dead_rows_and_columns_are_left_out_of_the_positions() -> None:
+    # Pruning that kills whole input columns (dead pixels) and output rows (dead neurons):
+    # positions count only within the live rows x columns, after a bit mask of them.
+    torch.manual_seed(0)
+    t = _sparse_clustered((300, 784), 0.5, 16) * (torch.rand(784) < 0.05)
+    t[torch.rand(300) < 0.3] = 0.0
+    coded = encode_tensor(t)
+    assert coded is not None and coded.live and coded.meta()["live"] is True
+    assert coded.parts["live"] == (300 + 784 + 7) // 8
+    assert next(iter(coded.parts)) == "live"
+    assert torch.equal(decode_tensor(coded.meta(), coded.blob), t)
+    # The position code is near the entropy of an i.i.d. mask of the live block, far below that
+    # of the whole matrix (what a scan of all positions at best achieves on this mask).
+    nz = t != 0
+    block = int(nz.any(1).sum()) * int(nz.any(0).sum())
+
+    def mask_entropy_bits(n: int) -> float:
+        q = coded.nonzeros / n
+        return n * (-q * math.log2(q) - (1 - q) * math.log2(1 - q))
+
+    assert coded.parts["gaps"] * 8 < 1.1 * mask_entropy_bits(block) + 64
+    assert coded.parts["gaps"] * 8 < 0.4 * mask_entropy_bits(t.numel())
+    flipped = encode_tensor(t.T.contiguous())
+    assert flipped is not None and flipped.live
+    assert torch.equal(decode_tensor(flipped.meta(), flipped.blob), t.T)
+
+
+@pytest.mark.parametrize("clusters", [16, 5000])  # codebook ("sparse") or raw values
+def test_live_positions_round_trip_conv_weights(clusters: int) -> None:
+    torch.manual_seed(1)
+    w = (
+        _sparse_clustered((50, 20, 5, 5), 0.3, clusters)
+        if clusters < 100
+        else torch.randn(50, 20, 5, 5) * (torch.rand(50, 20, 5, 5) < 0.3)
+    )
+    w[::3] = 0.0  # dead output channels
+    w[:, :, :, 4] = 0.0  # a dead kernel column in every filter
+    coded = encode_tensor(w)
+    assert coded is not None and coded.live
+    assert coded.mode == ("sparse" if clusters < 100 else "sparse_raw")
+    assert torch.equal(decode_tensor(coded.meta(), coded.blob), w)
+
+
+def test_live_entries_need_version_3_and_a_matching_mask() -> None:
+    torch.manual_seed(0)
+    t = _sparse_clustered((64, 100), 0.5, 8) * (torch.rand(100) < 0.2)
+    coded = encode_tensor(t)
+    assert coded is not None and coded.live
+    with pytest.raises(ModelFileError, match="version 3"):
+        decode_tensor(coded.meta(), coded.blob, version=2)
+    meta = coded.meta()
+    meta["parts"] = {
+        "live": meta["parts"]["live"] - 1,
+        **{k: v for k, v in meta["parts"].items() if k != "live"},
+    }
+    blob = torch.cat([coded.blob[:0], coded.blob[1:]])  # one mask byte short
+    with pytest.raises(ModelFileError, match="live-mask bytes"):
+        decode_tensor(meta, blob)
 
 
 def test_rice_code_is_chosen_for_random_masks_without_a_table() -> None:

@@ -51,7 +51,7 @@ from torchshrink.core.filehooks import register_decoder
 from torchshrink.core.modelfile import EXTRA_PREFIX
 
 CODEC = "huffman"
-CODEC_VERSION = 2
+CODEC_VERSION = 3
 DTYPES = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -90,6 +90,9 @@ class CodedTensor:
         blob: the uint8 bytes.
         rice: Rice parameter of the position code, or -1 for a Huffman code with its table.
         transposed: positions are scanned with the first two dimensions swapped.
+        live: positions count only within the rows and columns that hold a non-zero (the scan
+            viewed as a matrix of its first dimension by the rest); the blob starts with a
+            bit mask of those rows and columns (the ``live`` part, version 3).
     """
 
     mode: str
@@ -104,9 +107,10 @@ class CodedTensor:
     blob: torch.Tensor
     rice: int = -1
     transposed: bool = False
+    live: bool = False
 
     def meta(self) -> dict[str, Any]:
-        """The JSON entry stored in the file's ``compression`` dict (version 2).
+        """The JSON entry stored in the file's ``compression`` dict (version 2, or 3 when live).
 
         The checksum covers the file's whole blob (:func:`decode_state`), not each tensor.
         """
@@ -125,6 +129,8 @@ class CodedTensor:
             out["rice"] = self.rice
         if self.transposed:
             out["transposed"] = True
+        if self.live:
+            out["live"] = True
         return out
 
 
@@ -150,6 +156,28 @@ def _gap_size(hist: np.ndarray, max_len: int) -> tuple[int, int]:
 def _scan(t: torch.Tensor, transposed: bool) -> torch.Tensor:
     """``t`` flattened in the scan order of its positions (first two dims swapped if asked)."""
     return (t.transpose(0, 1) if transposed else t).reshape(-1)
+
+
+def _live_positions(t: torch.Tensor, transposed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Non-zero positions within the live rows x live columns of the scan, and the two masks.
+
+    The scan is viewed as a matrix: its first dimension by the rest. A row or column is live
+    when it holds a non-zero; positions are counted in the matrix of live rows and columns
+    only, in the same (row-major) order as the scan.
+    """
+    m = _scan(t, transposed).reshape(t.shape[1] if transposed else t.shape[0], -1) != 0
+    rows, cols = m.any(1), m.any(0)  # (R,), (C,)
+    sub = m[rows][:, cols].reshape(-1)
+    return torch.nonzero(sub).reshape(-1).numpy(), rows.numpy(), cols.numpy()
+
+
+def _live_flat(gaps: np.ndarray, live: np.ndarray, n_rows: int) -> np.ndarray:
+    """Scan positions of the entries coded within live rows x columns (the decoder's map)."""
+    rows, cols = np.flatnonzero(live[:n_rows]), np.flatnonzero(live[n_rows:])
+    pos = sparse.absolute_positions(gaps, numel=rows.size * cols.size)
+    if cols.size == 0:
+        return pos
+    return rows[pos // cols.size] * (live.size - n_rows) + cols[pos % cols.size]
 
 
 def raw_tensor(t: torch.Tensor) -> CodedTensor:
@@ -206,7 +234,8 @@ def encode_tensor(
     codebook = codebook[nonzero_cb]  # distinct non-zeros (-0.0 counts as zero, as in nonzero)
     clustered = codebook.numel() <= max_codebook
     L = max_code_length
-    options: list[tuple[float, str, int, bool]] = []  # (bytes, mode, index_bits, transposed)
+    # (bytes, mode, index_bits, transposed, live)
+    options: list[tuple[float, str, int, bool, bool]] = []
     nnz = int(torch.count_nonzero(flat))
     counts = np.zeros(codebook.numel() + 1, dtype=np.int64)
     if clustered:
@@ -215,15 +244,27 @@ def encode_tensor(
         ].numpy()
         dense_hist = counts.copy()
         dense_hist[0] = numel - nnz
-        options.append((_coded_size(dense_hist, L)[0] + codebook.numel() * isz, "dense", 0, False))
+        options.append(
+            (_coded_size(dense_hist, L)[0] + codebook.numel() * isz, "dense", 0, False, False)
+        )
     two_orders = t.dim() >= 2 and t.shape[0] > 1 and t.shape[1] > 1
-    for transposed in (False, True) if two_orders else (False,):
-        positions = torch.nonzero(_scan(t, transposed)).reshape(-1).numpy()  # (nnz,) sorted
+    scans = [(tr, lv) for tr in ((False, True) if two_orders else (False,)) for lv in (False, True)]
+    for transposed, live in scans:
+        if live and t.dim() < 2:
+            continue
+        if live:
+            positions, rows, cols = _live_positions(t, transposed)
+            mask_bytes = (rows.size + cols.size + 7) // 8
+        else:
+            positions = torch.nonzero(_scan(t, transposed)).reshape(-1).numpy()  # sorted
+            mask_bytes = 0
         raw_gaps = sparse.zero_gaps(positions)
         for mode in ("sparse", "sparse_raw") if clustered else ("sparse_raw",):
 
-            def cost(hist: np.ndarray, fillers: int, _c: bool = mode == "sparse") -> float:
-                size = _gap_size(hist, L)[0]
+            def cost(
+                hist: np.ndarray, fillers: int, _c: bool = mode == "sparse", _m: int = mask_bytes
+            ) -> float:
+                size = _gap_size(hist, L)[0] + _m
                 if _c:
                     idx = counts.copy()
                     idx[0] += fillers
@@ -234,21 +275,33 @@ def encode_tensor(
                 index_bits if index_bits is not None else sparse.choose_index_bits(raw_gaps, cost)
             )
             hist, fillers = sparse.gap_histogram(raw_gaps, index_bits=bits)
-            options.append((cost(hist, fillers), mode, bits, transposed))
-    size, mode, bits, transposed = min(options)
+            # a live entry costs a few header bytes more: it must win by more than that
+            options.append((cost(hist, fillers) + (4 if live else 0), mode, bits, transposed, live))
+    size, mode, bits, transposed, live = min(options)
     if size + OVERHEAD >= numel * isz:
         return None
-    return _build(mode, bits, t, transposed, max_codebook=max_codebook, max_len=L)
+    return _build(mode, bits, t, transposed, live, max_codebook=max_codebook, max_len=L)
 
 
 def _build(
-    mode: str, bits: int, t: torch.Tensor, transposed: bool, *, max_codebook: int, max_len: int
+    mode: str,
+    bits: int,
+    t: torch.Tensor,
+    transposed: bool,
+    live: bool = False,
+    *,
+    max_codebook: int,
+    max_len: int,
 ) -> CodedTensor:
     flat = _scan(t, transposed)  # (numel,) in scan order
     positions = torch.nonzero(flat).reshape(-1).numpy()  # (nnz,) sorted
     values = flat[torch.from_numpy(positions)]  # (nnz,)
     codebook, inverse = torch.unique(values, return_inverse=True)  # sorted distinct non-zeros
     parts: dict[str, np.ndarray] = {}
+    live = live and mode != "dense"
+    if live:  # the same entries in the same order, counted within live rows x columns only
+        positions, rows, cols = _live_positions(t, transposed)
+        parts["live"] = np.packbits(np.concatenate([rows, cols]))
     nnz, numel = positions.size, t.numel()
     symbols = inverse.numpy().astype(np.int64) + 1  # (nnz,) 0 is the zero codeword
     rice = -1
@@ -293,6 +346,7 @@ def _build(
         blob=torch.from_numpy(blob),
         rice=rice,
         transposed=transposed and mode != "dense",
+        live=live,
     )
 
 
@@ -327,8 +381,12 @@ def decode_tensor(
         raise ModelFileError(f"shape {shape} has more than {MAX_NUMEL} elements")
     data = blob.reshape(-1).numpy() if blob.dtype == torch.uint8 else None
     sizes = meta.get("parts")
-    if data is None or not isinstance(sizes, dict) or tuple(sizes) != PARTS[mode]:
-        raise ModelFileError(f"the parts of a '{mode}' tensor must be {PARTS[mode]}")
+    live = meta.get("live", False) is True
+    if live and (version < 3 or mode not in ("sparse", "sparse_raw") or len(shape) < 2):
+        raise ModelFileError("'live' positions need codec version 3, a sparse mode and 2+ dims")
+    expected = ("live", *PARTS[mode]) if live else PARTS[mode]
+    if data is None or not isinstance(sizes, dict) or tuple(sizes) != expected:
+        raise ModelFileError(f"the parts of a '{mode}' tensor must be {expected}")
     n = {k: _int(sizes, k, 0, data.size) for k in sizes}
     if sum(n.values()) != data.size:
         raise ModelFileError(f"parts total {sum(n.values())} bytes, the blob has {data.size}")
@@ -378,7 +436,16 @@ def decode_tensor(
     transposed = meta.get("transposed", False) is True and len(shape) >= 2
     scan = [shape[1], shape[0], *shape[2:]] if transposed else shape
     out = torch.zeros(numel, dtype=torch_dtype)
-    out[torch.from_numpy(sparse.absolute_positions(gaps, numel=numel))] = vals
+    if live:
+        n_rows = scan[0]
+        n_cols = numel // n_rows if n_rows else 0
+        if part["live"].size != (n_rows + n_cols + 7) // 8:
+            raise ModelFileError(f"{part['live'].size} live-mask bytes for {n_rows} x {n_cols}")
+        mask = np.unpackbits(part["live"])[: n_rows + n_cols].astype(bool)
+        flat_pos = _live_flat(gaps, mask, n_rows)
+    else:
+        flat_pos = sparse.absolute_positions(gaps, numel=numel)
+    out[torch.from_numpy(flat_pos)] = vals
     out = out.reshape(scan)
     return out.transpose(0, 1).contiguous() if transposed else out
 

@@ -133,7 +133,8 @@ def inspect_compressed(path: str | Path) -> CompressedReport:
                 )
                 continue
             for name, n in parts.items():
-                kinds["tables" if name.endswith("_table") else name] += n
+                kind = "gaps" if name == "live" else name  # the live mask is position data
+                kinds["tables" if name.endswith("_table") else kind] += n
             shape = tuple(meta["shape"])
             dense += 4 * math.prod(shape)
             stored = sum(parts.values())
