@@ -539,6 +539,8 @@ def main() -> None:
     ap.add_argument("--settings", default=None, help="comma list; all of the model's if unset")
     ap.add_argument("--weights", action="append", default=[], help="name=FILE, repeatable")
     ap.add_argument("--centroid-epochs", type=int, default=3)
+    ap.add_argument("--fold-dead", action="store_true", help="fold the neurons / channels left "
+                    "with no weight into the next layer's bias at the end (recorded as SETTING_fold)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--reprice", action="store_true", help="re-encode recorded runs, then stop")
@@ -596,6 +598,9 @@ def main() -> None:
             dense = torchshrink.load(tmp / f"{name}_dense.safetensors")
             cfg = _config(name, setting, args.threads, args.centroid_epochs, seed=args.seed)
             key = setting if args.seed == 0 else f"{setting}_seed{args.seed}"
+            if args.fold_dead:
+                cfg = cfg.model_copy(update={"fold_dead": True})
+                key += "_fold"
             t0 = time.perf_counter()
             r = deep_compression(dense, data, config=cfg, path=tmp / f"{name}_{key}.ts")
             run = _run_record(r, base, key, threads=args.threads, t0=t0)

@@ -41,6 +41,24 @@ def test_json_record_has_every_stage_and_the_file_loads(
     assert torch.unique(w[w != 0]).numel() <= 16
 
 
+def test_fold_dead_saves_a_smaller_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "fold.ts"
+    rc, text, err = _run(
+        capsys,
+        "deep-compression", "zoo:lenet300", "--data", "digits", "--limit", "300",
+        "--layer-ratios", "fc1=0.97,fc2=0.9,fc3=0.5", "--prune-steps", "1",
+        "--fc-bits", "4", "--finetune-epochs", "0", "--fold-dead", "--out", str(out), "--json",
+    )  # fmt: skip
+    assert rc == 0, err
+    rec = json.loads(text)
+    assert [s["stage"] for s in rec["stages"]][-2:] == ["folded", "huffman"]
+    model = torchshrink.load(out)
+    assert model.fc1.out_features < 300  # neurons left without weights are gone
+    assert bool((model.fc1.weight != 0).any(1).all())
+
+
 def test_table_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, text, err = _run(
         capsys,

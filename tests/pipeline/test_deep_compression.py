@@ -204,3 +204,34 @@ def test_bad_teacher_is_refused_before_training(digits: DataBundle, trained: nn.
     with pytest.raises(ConfigError, match=r"teacher: given but config\.distill is None"):
         deep_compression(model, digits, config=plain, path="/nonexistent/x.ts", teacher=three)
     assert _same(state, model.state_dict())
+
+
+def test_fold_dead_removes_empty_neurons_after_the_centroids(
+    tmp_path: Path, digits: DataBundle, trained: nn.Module
+) -> None:
+    model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    model.load_state_dict(trained.state_dict())
+    ft = TrainConfig(epochs=1, lr=0.01, batch_size=64, show_progress=False)
+    cfg = DeepCompressionConfig(
+        layer_ratios={"fc1": 0.97, "fc2": 0.9, "fc3": 0.5},
+        prune_steps=1,
+        prune_finetune=ft,
+        fc_bits=4,
+        centroid_finetune=None,
+        fold_dead=True,
+    )
+    r = deep_compression(model, digits, config=cfg, path=tmp_path / "fold.ts")
+    assert [s.stage for s in r.stages][-2:] == ["folded", "huffman"]
+    fc1_rows = int((model.fc1.weight != 0).any(1).sum())  # the model given: pruned in place
+    assert fc1_rows < 300 and r.model.fc1.out_features == fc1_rows  # dead neurons are gone
+    assert r.stage("folded").params < r.stage("centroids").params
+    # Exact up to float rounding: at most one of the 359 test images changes its prediction.
+    assert abs(r.stage("folded").accuracy - r.stage("centroids").accuracy) <= 1 / 359 + 1e-9
+    assert r.stage("folded").file_bytes < r.stage("centroids").file_bytes
+    assert r.stage("huffman").dense_bytes == r.stage("dense").dense_bytes  # the original's
+    loaded = torchshrink.load(r.path)
+    x = digits.example_inputs(32)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), r.model.eval()(x))
+    kept = {layer.name: layer.kept for layer in r.layers}
+    assert kept["fc1"] == pytest.approx(0.03, abs=0.002)  # of the original fc1's weights

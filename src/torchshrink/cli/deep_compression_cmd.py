@@ -97,6 +97,14 @@ def deep_compression_command(
     weights: Annotated[
         Path | None, typer.Option("--weights", help="Weights to load first.")
     ] = None,
+    fold_dead: Annotated[
+        bool,
+        typer.Option(
+            "--fold-dead",
+            help="Remove the neurons / channels left with no weight, their constant output "
+            "folded into the next Linear's bias (exact); the saved model is smaller.",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed for data, init and training.")] = 0,
     limit: Annotated[
         int | None, typer.Option("--limit", help="Keep only the first N samples per split.")
@@ -132,6 +140,7 @@ def deep_compression_command(
         conv_bits=conv_bits,
         centroid_finetune=ft(centroid_lr),
         distill=kd,
+        fold_dead=fold_dead,
         seed=seed,
     )
     loaded = resolve(

@@ -68,6 +68,7 @@ from torchshrink.distill.teacher import Teacher, as_teacher
 from torchshrink.measure.accuracy import evaluate
 from torchshrink.measure.params import param_stats
 from torchshrink.prune.config import PruneConfig
+from torchshrink.prune.dead import fold_dead_channels
 from torchshrink.prune.pruner import prune
 from torchshrink.train.config import TrainConfig
 from torchshrink.train.hooks import LossTerm
@@ -104,6 +105,10 @@ class DeepCompressionConfig(BaseModel):
             to every fine-tuning; the hard-label cross-entropy is scaled by ``1 - alpha``.
             ``None`` trains on the labels only.
         index_bits: bits per relative position of sparse tensors (``None``: the smallest file).
+        fold_dead: after the centroids, remove the channels / neurons left with no weight,
+            their constant output folded into the next Linear's bias
+            (:func:`torchshrink.prune.fold_dead_channels`: exact, checked on the example
+            inputs); the model returned is then a new, smaller one (stage ``folded``).
         ignore: module names or regexes left dense and unshared.
         seed: seeds pruning; the training seeds are those of the TrainConfigs.
 
@@ -126,6 +131,7 @@ class DeepCompressionConfig(BaseModel):
     centroid_reduce: Literal["sum", "mean"] = "sum"
     distill: DistillConfig | None = None
     index_bits: int | None = Field(default=None, ge=1, le=16)
+    fold_dead: bool = False
     ignore: tuple[str, ...] = ()
     seed: int = 0
 
@@ -198,7 +204,8 @@ class DeepCompressionResult:
     """What :func:`deep_compression` did.
 
     Attributes:
-        model: the compressed model (the object passed in).
+        model: the compressed model (the object passed in; a new, smaller one with
+            ``fold_dead``).
         path: the Huffman-coded model file.
         config: the settings used.
         stages: one record per stage, in order.
@@ -408,6 +415,11 @@ def deep_compression(
                 loss_terms=terms,
             )
         stages.append(_measure("centroids", model, data, coded_bytes("centroids"), dense, t0))
+
+        if config.fold_dead:
+            t0 = time.perf_counter()
+            model, _ = fold_dead_channels(model, example_inputs)
+            stages.append(_measure("folded", model, data, coded_bytes("folded"), dense, t0))
     for term in terms:
         close = getattr(term, "close", None)
         if close is not None:
@@ -421,7 +433,6 @@ def deep_compression(
     for name, b in bits.items():
         w = _weight(model, name)
         nz = w[w != 0]
-        layers.append(
-            LayerRecord(name, weights0[name], nz.numel() / w.numel(), b, torch.unique(nz).numel())
-        )
+        kept = nz.numel() / weights0[name]  # of the layer's weights before any folding
+        layers.append(LayerRecord(name, weights0[name], kept, b, torch.unique(nz).numel()))
     return DeepCompressionResult(model, path, config, tuple(stages), tuple(layers), final)

@@ -20,6 +20,8 @@ from torchshrink.core.lazy import lazy_exports, make_callable
 _LAZY = {
     "remove_channels": "structured",
     "remove_groups": "structured",
+    "fold_dead_channels": "dead",
+    "FoldReport": "dead",
     "PruneConfig": "config",
     "Pruner": "pruner",
     "PruneResult": "pruner",
