@@ -88,3 +88,22 @@ def test_a_model_not_returning_a_tensor_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="must return a tensor"):
         fold_dead_channels(Pair(), torch.randn(2, 2))
+
+
+def test_channels_normalized_together_are_left_alone() -> None:
+    m = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Linear(6, 2)).eval()
+    with torch.no_grad():
+        m[0].weight[2] = 0.0  # no input, but LayerNorm mixes it with the live channels
+    small, report = fold_dead_channels(m, torch.randn(4, 4))
+    assert report.removed == {} and "normalizes the channels together" in report.skipped["0:out"]
+    assert small[0].out_features == 6
+
+
+def test_integer_inputs_need_a_batch_of_two() -> None:
+    m = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    with pytest.raises(ConfigError, match="batch of 2"):
+        fold_dead_channels(m, torch.tensor([[1, 2, 3]]))
+    with torch.no_grad():
+        m[1].weight[0] = 0.0
+    small, report = fold_dead_channels(m, torch.tensor([[1, 2, 3], [4, 5, 6]]))
+    assert report.removed == {"1:out": 1} and small[1].out_features == 2

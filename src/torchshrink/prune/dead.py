@@ -33,9 +33,14 @@ import torch
 from torch import nn
 
 from torchshrink.core.errors import ConfigError
-from torchshrink.core.forward import Inputs, call_model
+from torchshrink.core.forward import Inputs, batch_size_of, call_model
 from torchshrink.graph import Group, dependency_groups
 from torchshrink.prune.structured import remove_groups
+
+# Normalizations whose statistics span the channels: a channel cannot leave them exactly.
+MIXING_NORMS: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.GroupNorm) + (
+    (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
+)
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,8 @@ def _why_not(model: nn.Module, group: Group) -> str | None:
     for e in group.entries:
         if e.role == "direct":
             return f"'{e.module}.{e.param}' is used directly in forward"
+        if e.role == "through" and isinstance(model.get_submodule(e.module), MIXING_NORMS):
+            return f"'{e.module}' normalizes the channels together: removing one changes the rest"
         if e.role != "in":
             continue
         m = model.get_submodule(e.module)
@@ -104,6 +111,16 @@ def _consumer_inputs(model: nn.Module, names: list[str], inputs: Inputs) -> dict
         for h in handles:
             h.remove()
     return seen
+
+
+def _has_float(inputs: object) -> bool:
+    if isinstance(inputs, torch.Tensor):
+        return inputs.is_floating_point()
+    if isinstance(inputs, tuple | list):
+        return any(_has_float(v) for v in inputs)
+    if isinstance(inputs, dict):
+        return any(_has_float(v) for v in inputs.values())
+    return False
 
 
 def _perturbed(inputs: Inputs) -> Inputs:
@@ -148,6 +165,11 @@ def fold_dead_channels(
             ``rtol`` (a bug or an unsupported pattern; the original model is untouched).
     """
     model = copy.deepcopy(model).eval()
+    if not _has_float(example_inputs) and batch_size_of(example_inputs) < 2:
+        raise ConfigError(
+            "fold_dead_channels: give a batch of 2+ samples (or floating-point inputs): "
+            "a dead channel's constancy is checked on two different inputs"
+        )
     before = _output(model, example_inputs)
     n_before = sum(p.numel() for p in model.parameters())
     plan: list[tuple[Group, torch.Tensor]] = []
