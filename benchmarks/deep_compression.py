@@ -86,7 +86,9 @@ next thing to compress. Codec version 3 (positions counted within live rows and 
 With ``--fold-dead`` (the same training, reproduced bit for bit to the centroids; then 2 conv2
 filters and 164 of fc1's 500 neurons, left with no weight, are removed and their constant
 outputs folded into the next layer's bias): ``r160_fold`` 12,606 bytes, **136.8x** at 0.61%
-(+0.24), ``t62_fold`` 63.5x at 0.44% (+0.07).
+(+0.24), ``t62_fold`` 63.5x at 0.44% (+0.07). ``r160`` over seeds (``--fold-dead --seed N``,
+seeds 1 and 2 side by side, 10 minutes, load about 2): 136.6x at 0.64% (+0.27), 136.1x at 0.62%
+(+0.25); mean +0.253 points at 136.1-136.8x.
 
 Published (Han et al. 2016): LeNet-300-100 40x at 1.58% error (baseline 1.64%), pruned to 8%
 (fc1 8%, fc2 9%, fc3 26% kept); LeNet-5 39x at 0.74% (baseline 0.80%), pruned to 8%
