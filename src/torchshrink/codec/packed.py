@@ -248,10 +248,9 @@ def encode_tensor(
             (_coded_size(dense_hist, L)[0] + codebook.numel() * isz, "dense", 0, False, False)
         )
     two_orders = t.dim() >= 2 and t.shape[0] > 1 and t.shape[1] > 1
-    scans = [(tr, lv) for tr in ((False, True) if two_orders else (False,)) for lv in (False, True)]
-    for transposed, live in scans:
-        if live and t.dim() < 2:
-            continue
+    orders = (False, True) if two_orders else (False,)
+    lives = (False, True) if t.dim() >= 2 else (False,)  # rows x columns need a matrix
+    for transposed, live in [(tr, lv) for tr in orders for lv in lives]:
         if live:
             positions, rows, cols = _live_positions(t, transposed)
             mask_bytes = (rows.size + cols.size + 7) // 8

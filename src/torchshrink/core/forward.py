@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -95,17 +95,30 @@ def resize_batch(inputs: Inputs, batch_size: int) -> Inputs:
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
 
-    def fit(x: Any) -> Any:
-        if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] > 0:
+    def fit(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() > 0 and x.shape[0] > 0:
             reps = -(-batch_size // x.shape[0])  # ceil division
             return x.repeat(reps, *([1] * (x.dim() - 1)))[:batch_size]
-        if isinstance(x, Mapping):
-            return {k: fit(v) for k, v in x.items()}
-        if isinstance(x, (tuple, list)):
-            return type(x)(fit(v) for v in x)
         return x
 
-    return fit(inputs)  # type: ignore[no-any-return]
+    return map_tensors(inputs, fit)
+
+
+def map_tensors(inputs: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``inputs`` with ``fn`` applied to every tensor in it (tuples, lists and dicts rebuilt).
+
+    Example:
+        >>> import torch
+        >>> map_tensors({"x": (torch.ones(1), 2)}, lambda t: t * 3)
+        {'x': (tensor([3.]), 2)}
+    """
+    if isinstance(inputs, torch.Tensor):
+        return fn(inputs)
+    if isinstance(inputs, Mapping):
+        return {k: map_tensors(v, fn) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(map_tensors(v, fn) for v in inputs)
+    return inputs
 
 
 def describe_shapes(inputs: Any) -> str:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from torchshrink.core.errors import ConfigError
-from torchshrink.core.forward import Inputs, batch_size_of, call_model
+from torchshrink.core.forward import Inputs, batch_size_of, call_model, map_tensors
 from torchshrink.graph import Group, dependency_groups
 from torchshrink.prune.structured import remove_groups
 
@@ -113,29 +113,17 @@ def _consumer_inputs(model: nn.Module, names: list[str], inputs: Inputs) -> dict
     return seen
 
 
-def _has_float(inputs: object) -> bool:
-    if isinstance(inputs, torch.Tensor):
-        return inputs.is_floating_point()
-    if isinstance(inputs, tuple | list):
-        return any(_has_float(v) for v in inputs)
-    if isinstance(inputs, dict):
-        return any(_has_float(v) for v in inputs.values())
-    return False
+def _perturbed(inputs: Inputs) -> tuple[Inputs, bool]:
+    """Other inputs of the same shapes (floating-point tensors get noise), and whether any did."""
+    shaken = []
 
+    def shake(x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():
+            return x
+        shaken.append(True)
+        return x + torch.randn_like(x) * (x.std() if x.numel() > 1 else 1.0) + 0.5
 
-def _perturbed(inputs: Inputs) -> Inputs:
-    """Other inputs of the same shapes: floating-point tensors get noise added."""
-
-    def shake(x: object) -> object:
-        if isinstance(x, torch.Tensor) and x.is_floating_point():
-            return x + torch.randn_like(x) * (x.std() if x.numel() > 1 else 1.0) + 0.5
-        if isinstance(x, tuple | list):
-            return type(x)(shake(v) for v in x)
-        if isinstance(x, dict):
-            return {k: shake(v) for k, v in x.items()}
-        return x
-
-    return shake(inputs)  # type: ignore[return-value]
+    return map_tensors(inputs, shake), bool(shaken)
 
 
 def _output(model: nn.Module, inputs: Inputs) -> torch.Tensor:
@@ -164,13 +152,14 @@ def fold_dead_channels(
         ConfigError: the folded model's output differs from the original by more than
             ``rtol`` (a bug or an unsupported pattern; the original model is untouched).
     """
-    model = copy.deepcopy(model).eval()
-    if not _has_float(example_inputs) and batch_size_of(example_inputs) < 2:
+    other, shaken = _perturbed(example_inputs)
+    if not shaken and batch_size_of(example_inputs) < 2:
         raise ConfigError(
             "fold_dead_channels: give a batch of 2+ samples (or floating-point inputs): "
             "a dead channel's constancy is checked on two different inputs"
         )
-    before = _output(model, example_inputs)
+    model = copy.deepcopy(model).eval()
+    before = _output(model, example_inputs)  # also refuses a model that returns no tensor
     n_before = sum(p.numel() for p in model.parameters())
     plan: list[tuple[Group, torch.Tensor]] = []
     removed: dict[str, int] = {}
@@ -189,9 +178,11 @@ def fold_dead_channels(
         if dead.all():  # a layer keeps at least one channel
             dead[0] = False
         folds.append((group, dead))
+    if not folds:  # nothing to rewrite: no consumer inputs to measure, no check to run
+        return model, FoldReport(removed, skipped, n_before, n_before, 0.0)
     consumers = list(dict.fromkeys(e.module for g, _ in folds for e in g.entries if e.role == "in"))
     seen = _consumer_inputs(model, consumers, example_inputs)
-    seen2 = _consumer_inputs(model, consumers, _perturbed(example_inputs))
+    seen2 = _consumer_inputs(model, consumers, other)
     with torch.no_grad():
         for group, dead in folds:
             ins = [e for e in group.entries if e.role == "in"]
