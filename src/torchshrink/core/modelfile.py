@@ -11,7 +11,9 @@ to keep); the safetensors ``__metadata__`` key ``torchshrink`` holds one JSON do
 A *compact* file (``compact=True``, used by the Huffman codec) stores the same document
 minified and zlib-deflated in the uint8 tensor :data:`DOC_TENSOR`; the metadata then only holds
 ``{"format": "torchshrink", "version": 2, "doc": DOC_TENSOR}``, ``"modules": "spec"`` stands for
-"exactly as the spec builds them", and state keys named in ``omit`` are not stored at all (the
+"exactly as the spec builds them" (version 3: ``"modules": "spec+delta"`` with
+``"module_delta": {"changed": {name: record}, "removed": [name, ...]}``, only the modules that
+differ from the spec's build, e.g. the shrunk layers of a pruned zoo model), and state keys named in ``omit`` are not stored at all (the
 file's codec restores them). Version 1 files are read as before.
 
 Loading rebuilds the architecture from ``spec`` (a ``hf:`` model from ``hf_config``, so its
@@ -42,12 +44,12 @@ from torch import nn
 
 from torchshrink.core.errors import ConfigError, ModelFileError
 from torchshrink.core.modelspec import ModelSpec, attach_spec, get_spec
-from torchshrink.core.modulestate import apply_modules, record_modules
+from torchshrink.core.modulestate import apply_modules, module_delta, record_modules
 from torchshrink.core.safeformat import parse_header, read_file_header, refuse_pickled
 from torchshrink.core.tensorpack import assign_state, pack_state, restore_ties
 
 FORMAT = "torchshrink"
-VERSION = 2  # newest version read; plain files are still written as version 1
+VERSION = 3  # newest version read; plain files are still written as version 1
 META_KEY = "torchshrink"
 EXTRA_PREFIX = "extra/"
 DOC_TENSOR = "/doc"  # compact files: the deflated JSON document (no state key starts with "/")
@@ -232,8 +234,8 @@ def _prepare(
         doc["version"] = 2
         if not ties:
             del doc["ties"]
-        if not spec.ref.startswith("hf:") and _modules_as_built(spec, doc["modules"]):
-            doc["modules"] = "spec"
+        if not spec.ref.startswith("hf:"):
+            _compact_modules(doc, spec)
     try:
         text = json.dumps(doc, allow_nan=True, separators=(",", ":") if compact else None)
     except (TypeError, ValueError) as exc:
@@ -247,15 +249,28 @@ def _prepare(
     return state, {META_KEY: json.dumps(pointer, separators=(",", ":"))}
 
 
-def _modules_as_built(spec: ModelSpec, modules: dict[str, Any]) -> bool:
-    # True when the spec alone rebuilds exactly these modules, so the record can be dropped.
+def _compact_modules(doc: dict[str, Any], spec: ModelSpec) -> None:
+    # The shortest module record that rebuilds the model: "spec" when the spec alone builds
+    # exactly these modules, else (version 3) only the modules that differ from a fresh build
+    # when replaying that difference was checked to give the full record back.
     from torchshrink.core.modelref import build_from_spec
 
+    modules = doc["modules"]
     try:
-        fresh = build_from_spec(spec)
-    except Exception:  # a spec that cannot be rebuilt here keeps its full record
-        return False
-    return bool(record_modules(fresh) == modules)
+        built = record_modules(build_from_spec(spec))
+        if built == modules:
+            doc["modules"] = "spec"
+            return
+        delta = module_delta(built, modules)
+        replayed = build_from_spec(spec)
+        apply_modules(replayed, delta["changed"], removed=delta["removed"])
+        if record_modules(replayed) != modules:
+            return
+    except Exception:  # a spec that cannot be rebuilt (or replayed) here keeps its full record
+        return
+    doc["version"] = 3
+    doc["modules"] = "spec+delta"
+    doc["module_delta"] = delta
 
 
 def _file_reader(path: Path) -> Callable[[int, int], bytes]:
@@ -321,10 +336,24 @@ def _document(
             f"'{where}' has model file version {version!r}; this torchshrink reads version "
             f"{VERSION} or older (upgrade torchshrink)"
         )
-    if not isinstance(doc.get("modules"), dict) and not (
-        version >= 2 and doc.get("modules") == "spec"
+    modules = doc.get("modules")
+    if not isinstance(modules, dict) and not (
+        (version >= 2 and modules == "spec") or (version >= 3 and modules == "spec+delta")
     ):
         raise ModelFileError(f"'{where}': the torchshrink metadata is malformed (no modules)")
+    if modules == "spec+delta":
+        delta = doc.get("module_delta")
+        if not (
+            isinstance(delta, dict)
+            and isinstance(delta.get("changed"), dict)
+            and all(isinstance(r, dict) and "type" in r for r in delta["changed"].values())
+            and isinstance(delta.get("removed"), list)
+            and all(isinstance(n, str) for n in delta["removed"])
+        ):
+            raise ModelFileError(
+                f"'{where}': the torchshrink metadata is malformed (module_delta must hold "
+                "'changed' module records and a 'removed' list of names)"
+            )
     return doc
 
 
@@ -345,7 +374,10 @@ def _rebuild(doc: dict[str, Any], state: dict[str, torch.Tensor], *, where: str)
         from torchshrink.core.modelref import build_from_spec
 
         model = build_from_spec(spec)
-    if doc["modules"] != "spec":  # "spec": the modules are exactly as the spec builds them
+    if doc["modules"] == "spec+delta":  # only the modules that differ from the spec's build
+        delta = doc["module_delta"]
+        apply_modules(model, delta["changed"], removed=delta["removed"])
+    elif doc["modules"] != "spec":  # "spec": the modules are exactly as the spec builds them
         apply_modules(model, doc["modules"])
     weights = {k: v for k, v in state.items() if not k.startswith(EXTRA_PREFIX) and k != DOC_TENSOR}
     ties = dict(doc.get("ties") or {})

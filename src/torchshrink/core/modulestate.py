@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,14 +182,41 @@ def record_modules(model: nn.Module) -> dict[str, dict[str, Any]]:
     return out
 
 
-def apply_modules(model: nn.Module, records: Mapping[str, Mapping[str, Any]]) -> None:
+def module_delta(
+    built: Mapping[str, Mapping[str, Any]], records: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The records of ``records`` that differ from ``built``, and the modules it lacks.
+
+    ``built`` and ``records`` are :func:`record_modules` results (the architecture as its spec
+    builds it, and the model to save). :func:`apply_modules` with the returned ``changed`` and
+    ``removed=`` replays the difference onto a fresh build.
+
+    Example:
+        >>> small = nn.Sequential(nn.Linear(4, 2), nn.ReLU())
+        >>> delta = module_delta(record_modules(nn.Sequential(nn.Linear(4, 3), nn.ReLU(),
+        ...                      nn.Linear(3, 1))), record_modules(small))
+        >>> list(delta["changed"]), delta["removed"]
+        (['0'], ['2'])
+    """
+    changed = {n: dict(r) for n, r in records.items() if built.get(n) != r}
+    return {"changed": changed, "removed": [n for n in built if n not in records]}
+
+
+def apply_modules(
+    model: nn.Module,
+    records: Mapping[str, Mapping[str, Any]],
+    *,
+    removed: Iterable[str] | None = None,
+) -> None:
     """Make the rebuilt ``model`` match ``records`` (in place); tensors are loaded afterwards.
 
     Modules of the recorded type get the recorded attributes (or are built again when a
     constructor value differs, e.g. a bias removed); modules of another type (or
     missing) are constructed from the allow-list; modules that the record does not list are
-    removed, so that the state_dict keys match. Per-module extras
-    (:mod:`.modulestate_extra`) are restored last.
+    removed, so that the state_dict keys match. With ``removed`` (a :func:`module_delta`),
+    ``records`` lists only the modules that differ from the fresh build, and exactly the
+    ``removed`` modules are taken out. Per-module extras (:mod:`.modulestate_extra`) are
+    restored last.
 
     Raises:
         ModelFileError: a recorded type may not be constructed, or the root type differs.
@@ -214,12 +241,13 @@ def apply_modules(model: nn.Module, records: Mapping[str, Mapping[str, Any]]) ->
         new = build_module(type_name, attrs, where=name)
         _restore(new, attrs)
         parent._modules[child] = new
-    for name, _ in reversed(list(model.named_modules())):
-        if name and name not in records:
-            parent_name, _, child = name.rpartition(".")
-            parent = _get(model, parent_name)
-            if parent is not None:
-                parent._modules.pop(child, None)
+    if removed is None:
+        removed = [name for name, _ in model.named_modules() if name and name not in records]
+    for name in reversed(list(removed)):  # children before their parents
+        parent_name, _, child = str(name).rpartition(".")
+        parent = _get(model, parent_name) if name else None
+        if parent is not None:
+            parent._modules.pop(child, None)
     restore_extras(model, records, where="model file")
 
 
