@@ -554,6 +554,8 @@ def main() -> None:
     ap.add_argument("--centroid-epochs", type=int, default=3)
     ap.add_argument("--fold-dead", action="store_true", help="fold the neurons / channels left "
                     "with no weight into the next layer's bias at the end (recorded as SETTING_fold)")  # fmt: skip
+    ap.add_argument("--bias-bits", type=int, default=None, help="share each layer's bias among "
+                    "2**BITS values too (recorded as SETTING_bBITS)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--reprice", action="store_true", help="re-encode recorded runs, then stop")
@@ -614,6 +616,9 @@ def main() -> None:
             if args.fold_dead:
                 cfg = cfg.model_copy(update={"fold_dead": True})
                 key += "_fold"
+            if args.bias_bits is not None:
+                cfg = cfg.model_copy(update={"bias_bits": args.bias_bits})
+                key += f"_b{args.bias_bits}"
             t0 = time.perf_counter()
             r = deep_compression(dense, data, config=cfg, path=tmp / f"{name}_{key}.ts")
             run = _run_record(r, base, key, threads=args.threads, t0=t0)

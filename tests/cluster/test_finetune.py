@@ -186,3 +186,35 @@ def test_a_cluster_report_sets_each_layer_limit_to_its_codebook() -> None:
     spoiled = _distinct(model[0].weight)
     with pytest.raises(ConfigError, match=rf"layer '0' has {spoiled} distinct .*\(more than 4\)"):
         assignments_from_model(model, four)
+
+
+def test_shared_biases_are_tuned_as_centroids(
+    digits: DataBundle, trained: dict[str, torch.Tensor]
+) -> None:
+    torch.manual_seed(0)
+    model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    model.load_state_dict(trained)
+    with torch.no_grad():
+        model.fc1.bias[:10] = 0.0  # zero biases stay zero, like pruned weights
+    report = cluster_weights(model, {"fc1": 3, "fc2": 3}, bias_bits=2)  # fc3 not shared
+    assert [(c.name, c.bias_bits) for c in report.layers] == [("fc1", 2), ("fc2", 2)]
+    for layer in (model.fc1, model.fc2):
+        assert torch.unique(layer.bias[layer.bias != 0]).numel() <= 4
+    assert torch.unique(model.fc3.bias).numel() == 10  # exact: its layer was not clustered
+    a = assignments_from_model(model, report)
+    assert list(a) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    assert int((a["fc1.bias"].labels == -1).sum()) == 10
+    before = a["fc1.bias"].codebook.clone()
+    cfg = TrainConfig(epochs=1, lr=0.01, batch_size=64, show_progress=False)
+    r = finetune_centroids(model, digits, cfg, assignments=a)
+    assert r.clusters["fc1.bias"] <= 4 and r.clusters["fc2.bias"] <= 4
+    assert not torch.equal(r.assignments["fc1.bias"].codebook, before)  # the centroids moved
+    assert torch.equal(model.fc1.bias[:10], torch.zeros(10))
+    values = set(model.fc1.bias[10:].tolist())
+    assert values <= set(r.assignments["fc1.bias"].codebook.tolist())
+
+
+def test_bias_bits_out_of_range_is_refused() -> None:
+    model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    with pytest.raises(ConfigError, match=r"bits must be an integer in 1\.\.16, got 0"):
+        cluster_weights(model, 4, bias_bits=0)

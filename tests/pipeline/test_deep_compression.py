@@ -235,3 +235,31 @@ def test_fold_dead_removes_empty_neurons_after_the_centroids(
         assert torch.equal(loaded.eval()(x), r.model.eval()(x))
     kept = {layer.name: layer.kept for layer in r.layers}
     assert kept["fc1"] == pytest.approx(0.03, abs=0.002)  # of the original fc1's weights
+
+
+def test_bias_bits_share_biases_and_shrink_the_file(
+    tmp_path: Path, digits: DataBundle, trained: nn.Module
+) -> None:
+    ft = TrainConfig(epochs=1, lr=0.01, batch_size=64, show_progress=False)
+    files = {}
+    for bias_bits in (None, 2):
+        model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+        model.load_state_dict(trained.state_dict())
+        cfg = DeepCompressionConfig(
+            layer_ratios={"fc1": 0.95, "fc2": 0.9, "fc3": 0.5},
+            prune_steps=1,
+            prune_finetune=ft,
+            fc_bits=3,
+            centroid_finetune=ft.model_copy(update={"lr": 1e-3}),
+            bias_bits=bias_bits,
+        )
+        r = deep_compression(model, digits, config=cfg, path=tmp_path / f"b{bias_bits}.ts")
+        files[bias_bits] = r.stage("huffman").file_bytes
+        biases = [m.bias for m in (model.fc1, model.fc2, model.fc3)]
+        distinct = [int(torch.unique(b[b != 0]).numel()) for b in biases]
+        assert all(d <= 4 for d in distinct) if bias_bits else distinct == [300, 100, 10]
+        loaded = torchshrink.load(r.path)  # bit for bit, shared biases included
+        for key, value in model.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), key
+    # 410 float32 biases (1,640 bytes) become 2-bit indices and three 4-value codebooks
+    assert files[None] - files[2] > 1000

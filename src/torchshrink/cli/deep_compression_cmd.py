@@ -105,6 +105,14 @@ def deep_compression_command(
             "folded into the next Linear's bias (exact); the saved model is smaller.",
         ),
     ] = False,
+    bias_bits: Annotated[
+        int | None,
+        typer.Option(
+            "--bias-bits",
+            help="Also share each layer's bias among 2**BITS values (tuned with the "
+            "centroids); unset: biases stay exact float32.",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for data, init and training.")] = 0,
     limit: Annotated[
         int | None, typer.Option("--limit", help="Keep only the first N samples per split.")
@@ -141,6 +149,7 @@ def deep_compression_command(
         centroid_finetune=ft(centroid_lr),
         distill=kd,
         fold_dead=fold_dead,
+        bias_bits=bias_bits,
         seed=seed,
     )
     loaded = resolve(

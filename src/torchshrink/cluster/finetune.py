@@ -119,7 +119,8 @@ def assignments_from_model(
             largest codebook of ``cluster_weights``, 16 bits).
 
     Returns:
-        ``{"<module>.weight": Assignment}`` in module order.
+        ``{"<module>.weight": Assignment}`` in module order, with ``"<module>.bias"`` after
+        its weight for the layers whose bias the report says was shared (``bias_bits``).
 
     Raises:
         ConfigError: a named module does not exist or has no weight, or a layer was not
@@ -135,23 +136,46 @@ def assignments_from_model(
         [[0, -1, 0]]
     """
     modules = dict(model.named_modules())
-    bits = {c.name: c.bits for c in layers.layers} if isinstance(layers, ClusterReport) else None
+    report = layers if isinstance(layers, ClusterReport) else None
+    bits = {c.name: c.bits for c in report.layers} if report is not None else None
+    bias_bits = {c.name: c.bias_bits for c in report.layers} if report is not None else {}
     out: dict[str, Assignment] = {}
     for name in _layer_names(model, layers):
         module = modules.get(name)
         weight = getattr(module, "weight", None) if module is not None else None
         if not isinstance(weight, torch.Tensor):
             raise ConfigError(f"layer '{name}' is not a module with a weight in this model")
-        w = weight.detach().cpu().float()
-        nonzeros = w[w != 0]  # (nnz,)
-        codebook = torch.unique(nonzeros)  # (k,) ascending
-        _check_clustered(name, codebook.numel(), nonzeros.numel(), max_clusters, bits)
-        dtype = torch.int16 if codebook.numel() <= 1 << 15 else torch.int32
-        labels = torch.full(w.shape, -1, dtype=dtype)
-        nz = w != 0
-        labels[nz] = torch.searchsorted(codebook, w[nz]).to(dtype)
-        out[f"{name}.weight" if name else "weight"] = Assignment(labels, codebook)
+        key = f"{name}.weight" if name else "weight"
+        out[key] = _assignment(name, weight, max_clusters, bits)
+        bias = getattr(module, "bias", None)
+        b = bias_bits.get(name)
+        if b is not None and isinstance(bias, torch.Tensor):  # shared by cluster_weights too
+            limit = 1 << b
+            out[key.removesuffix("weight") + "bias"] = _assignment(
+                f"{name} (bias)", bias, max_clusters or limit, None, unshared_check=False
+            )
     return out
+
+
+def _assignment(
+    name: str,
+    tensor: torch.Tensor,
+    max_clusters: int | None,
+    bits: dict[str, int] | None,
+    *,
+    unshared_check: bool = True,
+) -> Assignment:
+    w = tensor.detach().cpu().float()
+    nonzeros = w[w != 0]  # (nnz,)
+    codebook = torch.unique(nonzeros)  # (k,) ascending
+    _check_clustered(
+        name, codebook.numel(), nonzeros.numel(), max_clusters, bits if unshared_check else {}
+    )
+    dtype = torch.int16 if codebook.numel() <= 1 << 15 else torch.int32
+    labels = torch.full(w.shape, -1, dtype=dtype)
+    nz = w != 0
+    labels[nz] = torch.searchsorted(codebook, w[nz]).to(dtype)
+    return Assignment(labels, codebook)
 
 
 def _check_clustered(

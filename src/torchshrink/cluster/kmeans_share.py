@@ -46,6 +46,8 @@ class LayerCluster:
         clusters: distinct non-zero weight values after sharing.
         nonzeros: weights that were clustered (the non-zeros; zeros stay zero).
         mse: mean squared change of the clustered weights.
+        bias_bits: index bits of the layer's bias when it was shared too, else ``None``.
+        bias_clusters: distinct non-zero bias values after sharing (0: bias not shared).
     """
 
     name: str
@@ -53,6 +55,8 @@ class LayerCluster:
     clusters: int
     nonzeros: int
     mse: float
+    bias_bits: int | None = None
+    bias_clusters: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,11 +108,12 @@ def cluster_weights(
     init: str = "linear",
     exact: bool = False,
     max_iter: int = 100,
+    bias_bits: int | None = None,
 ) -> ClusterReport:
     """Share the weights of every Linear / Conv layer of ``model`` via k-means (in place).
 
     For each layer, k-means with ``2**bits`` centroids runs on the non-zero weights; each is
-    replaced by its centroid. Zeros stay zero. Biases are not clustered.
+    replaced by its centroid. Zeros stay zero. Biases are shared only with ``bias_bits``.
 
     Args:
         model: the model, changed in place.
@@ -120,10 +125,13 @@ def cluster_weights(
         exact: use the exact 1-D optimum (dynamic programming) instead of Lloyd's
             algorithm; only for layers with at most 1024 distinct weights.
         max_iter: Lloyd iteration limit.
+        bias_bits: also share each clustered layer's bias among ``2**bias_bits`` values of
+            its own (the same k-means; a small layer's biases are a large part of its
+            compressed file). ``None`` leaves biases exact.
 
     Raises:
-        ConfigError: ``bits`` outside 1..16, an unknown ``init``, or ``exact`` on a layer
-            with too many distinct weights.
+        ConfigError: ``bits`` or ``bias_bits`` outside 1..16, an unknown ``init``, or
+            ``exact`` on a layer with too many distinct weights.
 
     Example:
         >>> import torchshrink
@@ -135,7 +143,7 @@ def cluster_weights(
     if init not in INITS:
         raise ConfigError(f"init must be one of {INITS}, got {init!r}")
     values = [bits] if isinstance(bits, int) else list(bits.values())
-    for b in values:
+    for b in values if bias_bits is None else [*values, bias_bits]:
         if not isinstance(b, int) or isinstance(b, bool) or not 1 <= b <= MAX_BITS:
             raise ConfigError(f"bits must be an integer in 1..{MAX_BITS}, got {b!r}")
     ignore = tuple(ignore)
@@ -148,14 +156,39 @@ def cluster_weights(
             continue
         weight = module.weight
         assert isinstance(weight, torch.Tensor)  # Linear / Conv always have a weight tensor
-        with torch.no_grad():
-            mask = weight != 0  # same shape as weight
-            survivors = weight[mask]  # (nnz,)
-            if survivors.numel() == 0:
-                continue
-            res = kmeans_1d(survivors, 1 << layer_bits, exact=exact, max_iter=max_iter)
-            shared = res.reconstruct().to(weight.dtype)  # (nnz,)
-            weight[mask] = shared
-        clusters = int(torch.unique(shared[shared != 0]).numel())
-        layers.append(LayerCluster(name, layer_bits, clusters, survivors.numel(), res.mse))
+        shared = _share(weight, layer_bits, exact=exact, max_iter=max_iter)
+        if shared is None:
+            continue
+        clusters, nonzeros, mse = shared
+        bias = module.bias if bias_bits is not None else None
+        bias_shared = None
+        if isinstance(bias, torch.Tensor):
+            bias_shared = _share(bias, bias_bits or 0, exact=exact, max_iter=max_iter)
+        layers.append(
+            LayerCluster(
+                name,
+                layer_bits,
+                clusters,
+                nonzeros,
+                mse,
+                bias_bits if bias_shared is not None else None,
+                bias_shared[0] if bias_shared is not None else 0,
+            )
+        )
     return ClusterReport(tuple(layers))
+
+
+@torch.no_grad()
+def _share(
+    tensor: torch.Tensor, bits: int, *, exact: bool, max_iter: int
+) -> tuple[int, int, float] | None:
+    # k-means of the non-zeros of `tensor` with 2**bits centroids, in place: (distinct values
+    # left, values clustered, mean squared change), or None when all are zero.
+    mask = tensor != 0  # same shape as tensor
+    survivors = tensor[mask]  # (nnz,)
+    if survivors.numel() == 0:
+        return None
+    res = kmeans_1d(survivors, 1 << bits, exact=exact, max_iter=max_iter)
+    shared = res.reconstruct().to(tensor.dtype)  # (nnz,)
+    tensor[mask] = shared
+    return int(torch.unique(shared[shared != 0]).numel()), survivors.numel(), res.mse

@@ -104,6 +104,9 @@ class DeepCompressionConfig(BaseModel):
         distill: soft targets of the dense model (a frozen copy of the model as given) added
             to every fine-tuning; the hard-label cross-entropy is scaled by ``1 - alpha``.
             ``None`` trains on the labels only.
+        bias_bits: also share each clustered layer's bias among ``2**bias_bits`` values
+            (k-means, then tuned with the centroids); ``None`` keeps biases exact (raw
+            float32 in the file, 13% of LeNet-5's at 138x).
         index_bits: bits per relative position of sparse tensors (``None``: the smallest file).
         fold_dead: after the centroids, remove the channels / neurons left with no weight,
             their constant output folded into the next Linear's bias
@@ -130,6 +133,7 @@ class DeepCompressionConfig(BaseModel):
     centroid_finetune: TrainConfig | None = Field(default_factory=_default_centroid_finetune)
     centroid_reduce: Literal["sum", "mean"] = "sum"
     distill: DistillConfig | None = None
+    bias_bits: int | None = Field(default=None, ge=1, le=16)
     index_bits: int | None = Field(default=None, ge=1, le=16)
     fold_dead: bool = False
     ignore: tuple[str, ...] = ()
@@ -400,7 +404,7 @@ def deep_compression(
         stages.append(_measure("pruned", model, data, coded_bytes("pruned"), dense, t0))
 
         t0 = time.perf_counter()
-        report = cluster_weights(model, bits)
+        report = cluster_weights(model, bits, bias_bits=config.bias_bits)
         stages.append(_measure("clustered", model, data, coded_bytes("clustered"), dense, t0))
 
         t0 = time.perf_counter()
