@@ -89,9 +89,14 @@ outputs folded into the next layer's bias): ``r160_fold`` 12,606 bytes, **136.8x
 (+0.24), ``t62_fold`` 63.5x at 0.44% (+0.07). ``r160`` over seeds (``--fold-dead --seed N``,
 seeds 1 and 2 side by side, 10 minutes, load about 2): 136.6x at 0.64% (+0.27), 136.1x at 0.62%
 (+0.25); mean +0.253 points at 136.1-136.8x. Module records as a difference from the spec's
-build (model file version 3; ``--reprice``, bit-exact, errors unchanged; the header of a folded
-file 1,006 -> 899 bytes): ``r160_fold`` 12,499 bytes, **138.0x**, seeds 1 / 2 137.8x / 137.2x;
-``t62_fold`` 63.8x.
+build, only changed attributes for a module of the built type (model file version 3;
+``--reprice``, bit-exact, errors unchanged; the header of a folded file 1,006 -> 801 bytes):
+``r160_fold`` 12,401 bytes, **139.0x**, seeds 1 / 2 138.9x / 138.3x; ``t62_fold`` 64.0x.
+With ``--bias-bits 5`` too (each layer's biases shared among 32 values and tuned with the
+centroids; 2026-12-05, run beside two other jobs): ``r160_fold_b5`` **152.9x** at 0.61%
+(+0.24; the float32 biases were 1,656 bytes), and ``r160_i2`` (fc1 2-bit, fixed from byte
+arithmetic before it ran, aiming at 160x) ``r160_i2_fold_b5`` 10,696 bytes, **161.2x** at
+0.59% (+0.22), seed 0 only.
 
 Published (Han et al. 2016): LeNet-300-100 40x at 1.58% error (baseline 1.64%), pruned to 8%
 (fc1 8%, fc2 9%, fc3 26% kept); LeNet-5 39x at 0.74% (baseline 0.80%), pruned to 8%
@@ -204,6 +209,15 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "r160": {
             "layer_ratios": {"conv1": 0.4, "conv2": 0.93, "fc1": 0.985, "fc2": 0.85},
             "layer_bits": {"conv.*": 5, "fc1": 3, "fc2": 4},
+            "epochs": 12,
+        },
+        # r160 with fc1 shared among 4 values instead of 8, fixed from byte arithmetic before
+        # it ran, for --fold-dead --bias-bits 5 (r160 then: 11,377 bytes, 151.6x, fc1's
+        # indices 2,042 bytes at ~2.7 bits each): at ~1.9 bits about 1,430, so ~10,770 bytes,
+        # ~160x, the ratio later work reached on LeNet-5.
+        "r160_i2": {
+            "layer_ratios": {"conv1": 0.4, "conv2": 0.93, "fc1": 0.985, "fc2": 0.85},
+            "layer_bits": {"conv.*": 5, "fc1": 2, "fc2": 4},
             "epochs": 12,
         },
     },

@@ -13,7 +13,8 @@ minified and zlib-deflated in the uint8 tensor :data:`DOC_TENSOR`; the metadata 
 ``{"format": "torchshrink", "version": 2, "doc": DOC_TENSOR}``, ``"modules": "spec"`` stands for
 "exactly as the spec builds them" (version 3: ``"modules": "spec+delta"`` with
 ``"module_delta": {"changed": {name: record}, "removed": [name, ...]}``, only the modules that
-differ from the spec's build, e.g. the shrunk layers of a pruned zoo model), and state keys named in ``omit`` are not stored at all (the
+differ from the spec's build, e.g. the shrunk layers of a pruned zoo model, and of a module
+of the type built only its changed attributes: ``{"attrs": {"out_features": 60}}``), and state keys named in ``omit`` are not stored at all (the
 file's codec restores them). Version 1 files are read as before.
 
 Loading rebuilds the architecture from ``spec`` (a ``hf:`` model from ``hf_config``, so its
@@ -44,7 +45,12 @@ from torch import nn
 
 from torchshrink.core.errors import ConfigError, ModelFileError
 from torchshrink.core.modelspec import ModelSpec, attach_spec, get_spec
-from torchshrink.core.modulestate import apply_modules, module_delta, record_modules
+from torchshrink.core.modulestate import (
+    apply_modules,
+    expand_delta,
+    module_delta,
+    record_modules,
+)
 from torchshrink.core.safeformat import parse_header, read_file_header, refuse_pickled
 from torchshrink.core.tensorpack import assign_state, pack_state, restore_ties
 
@@ -263,7 +269,8 @@ def _compact_modules(doc: dict[str, Any], spec: ModelSpec) -> None:
             return
         delta = module_delta(built, modules)
         replayed = build_from_spec(spec)
-        apply_modules(replayed, delta["changed"], removed=delta["removed"])
+        records = expand_delta(built, delta["changed"])
+        apply_modules(replayed, records, removed=delta["removed"])
         if record_modules(replayed) != modules:
             return
     except Exception:  # a spec that cannot be rebuilt (or replayed) here keeps its full record
@@ -346,13 +353,16 @@ def _document(
         if not (
             isinstance(delta, dict)
             and isinstance(delta.get("changed"), dict)
-            and all(isinstance(r, dict) and "type" in r for r in delta["changed"].values())
+            and all(
+                isinstance(r, dict) and ("type" in r or isinstance(r.get("attrs"), dict))
+                for r in delta["changed"].values()
+            )
             and isinstance(delta.get("removed"), list)
             and all(isinstance(n, str) for n in delta["removed"])
         ):
             raise ModelFileError(
                 f"'{where}': the torchshrink metadata is malformed (module_delta must hold "
-                "'changed' module records and a 'removed' list of names)"
+                "'changed' module records or attribute changes and a 'removed' list of names)"
             )
     return doc
 
@@ -376,7 +386,8 @@ def _rebuild(doc: dict[str, Any], state: dict[str, torch.Tensor], *, where: str)
         model = build_from_spec(spec)
     if doc["modules"] == "spec+delta":  # only the modules that differ from the spec's build
         delta = doc["module_delta"]
-        apply_modules(model, delta["changed"], removed=delta["removed"])
+        records = expand_delta(record_modules(model), delta["changed"])
+        apply_modules(model, records, removed=delta["removed"])
     elif doc["modules"] != "spec":  # "spec": the modules are exactly as the spec builds them
         apply_modules(model, doc["modules"])
     weights = {k: v for k, v in state.items() if not k.startswith(EXTRA_PREFIX) and k != DOC_TENSOR}

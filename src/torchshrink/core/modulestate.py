@@ -188,18 +188,60 @@ def module_delta(
     """The records of ``records`` that differ from ``built``, and the modules it lacks.
 
     ``built`` and ``records`` are :func:`record_modules` results (the architecture as its spec
-    builds it, and the model to save). :func:`apply_modules` with the returned ``changed`` and
-    ``removed=`` replays the difference onto a fresh build.
+    builds it, and the model to save). A module of the type built with the same attribute
+    names keeps only its changed attributes (no ``type``). :func:`expand_delta` turns
+    ``changed`` back into full records; :func:`apply_modules` with those and ``removed=``
+    replays the difference onto a fresh build.
 
     Example:
         >>> small = nn.Sequential(nn.Linear(4, 2), nn.ReLU())
         >>> delta = module_delta(record_modules(nn.Sequential(nn.Linear(4, 3), nn.ReLU(),
         ...                      nn.Linear(3, 1))), record_modules(small))
-        >>> list(delta["changed"]), delta["removed"]
-        (['0'], ['2'])
+        >>> delta["changed"], delta["removed"]
+        ({'0': {'attrs': {'out_features': 2}}}, ['2'])
     """
-    changed = {n: dict(r) for n, r in records.items() if built.get(n) != r}
+    changed: dict[str, Any] = {}
+    for name, rec in records.items():
+        old = built.get(name)
+        if old == rec:
+            continue
+        attrs, old_attrs = rec.get("attrs", {}), (old or {}).get("attrs", {})
+        if old is None or old["type"] != rec["type"] or set(attrs) != set(old_attrs):
+            changed[name] = dict(rec)
+            continue
+        short: dict[str, Any] = {"attrs": {k: v for k, v in attrs.items() if old_attrs[k] != v}}
+        short.update({k: v for k, v in rec.items() if k not in ("type", "attrs")})  # extras
+        changed[name] = short
     return {"changed": changed, "removed": [n for n in built if n not in records]}
+
+
+def expand_delta(
+    built: Mapping[str, Mapping[str, Any]], changed: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Full module records from a :func:`module_delta`'s ``changed`` and the fresh build's.
+
+    Raises:
+        ModelFileError: a record without ``type`` for a module the build does not have.
+
+    Example:
+        >>> built = record_modules(nn.Sequential(nn.Linear(4, 3)))
+        >>> expand_delta(built, {"0": {"attrs": {"out_features": 2}}})["0"]["attrs"]
+        {'in_features': 4, 'out_features': 2, 'bias': True}
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, rec in changed.items():
+        if "type" in rec:
+            out[name] = dict(rec)
+            continue
+        base = built.get(name)
+        if base is None:
+            raise ModelFileError(
+                f"module '{name}': the file changes attributes of a module its spec does not build"
+            )
+        full = {**base, **rec}
+        full["attrs"] = {**base.get("attrs", {}), **rec.get("attrs", {})}
+        out[name] = full
+    return out
 
 
 def apply_modules(
