@@ -78,6 +78,23 @@ settings, seconds in each record), 2026-11-25, 1 thread, shared 2-core machine:
   ran; ties to the light one). ``--holdout --validate`` (55k-part teacher, T=20, alpha 0.9, 12
   epochs): teacher 50 validation errors (light: 46), distilled student **67** (light: 62), so
   the light teacher stays; the test split was not evaluated. 60 epochs took 15-16 minutes.
+* ``variants["long_teacher"]``: the light-dropout teacher (0.1 / 0.2) trained 3x longer
+  (``--teacher-epochs 60``), chosen the same way (rule fixed before it ran: the 60-epoch
+  teacher if its distilled student's validation error is below the 20-epoch teacher's 62,
+  ties to the 20-epoch one). ``--holdout --validate`` (55k-part teacher, T=20, alpha 0.9, 12
+  epochs, lr 0.05): teacher 48 validation errors (20 epochs: 46), distilled student **57**
+  (62): the 60-epoch teacher is chosen (a difference within noise, sd ~7). Test, the
+  headline protocol unchanged otherwise (``--runs alone distill --seed N``, students on all
+  60k, 12 epochs, the same student settings as ``light_dropout_0.1_0.2``): teachers 77 / 72 /
+  72 (20 epochs: 84 / 89 / 81), alone 154 / 141 / 135 (the same runs as before, bit for bit),
+  distilled 85 / 85 / 86 (agreement with the teacher 99.6%), gap closed 0.90 / 0.81 / 0.78;
+  of the 3-seed means (143.3 - 85.3) / (143.3 - 73.7) = **0.83: the 0.8 target is met** (on
+  2 of the 3 seeds alone). Ensemble of the three 60-epoch teachers (``--runs ... ensemble``,
+  seed 0): 65 errors, its student 80, (154 - 80) / (154 - 65) = 0.83. This is the fifth
+  protocol evaluated on the test split (after ``light_dropout_0.1_0.2``,
+  ``holdout_val_selected``, ``long_training`` and ``selected_lr_hints``); each was chosen on
+  held-out data or fixed in advance, never on test errors. Each 60-epoch teacher took 19-20
+  minutes beside two other jobs; each test seed about 5 minutes. 2026-12-05, 1 thread.
 
 Commands: ``python benchmarks/distill_mnist.py --teacher-epochs 20 --input-dropout 0.1
 --hidden-dropout 0.2 --holdout --variant holdout_val_selected --cache-dir

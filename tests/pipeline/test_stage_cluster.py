@@ -64,3 +64,31 @@ def test_mean_reduce_takes_one_weights_step(tmp_path: Path) -> None:
 def test_bad_reduce_names_the_field() -> None:
     with pytest.raises(ConfigError, match="reduce"):
         _recipe("median")
+
+
+def test_bias_bits_share_the_biases_through_the_fine_tune(tmp_path: Path) -> None:
+    recipe = recipe_from_dict(
+        {
+            "name": "cluster-bias",
+            "model": "zoo:lenet300",
+            "model_args": {"input_size": 8},
+            "data": "digits",
+            "stages": [{"kind": "cluster", "bits": 3, "bias_bits": 2, "finetune": _FT}],
+        }
+    )
+    data = torchshrink.load_data("digits", limit=256)
+    torch.manual_seed(0)
+    model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    ctx = StageContext(recipe=recipe, data=data, out_dir=tmp_path, baseline_path=tmp_path / "b")
+    out, _ = run_stage(recipe.stages[0], model, ctx)
+    for name in ("fc1", "fc2", "fc3"):
+        b = out.get_submodule(name).bias.detach()
+        assert torch.unique(b[b != 0]).numel() <= 4, name
+
+
+def test_bad_bias_bits_names_the_field() -> None:
+    stage = {"kind": "cluster", "bits": 3, "bias_bits": 0}
+    with pytest.raises(ConfigError, match="bias_bits"):
+        recipe_from_dict(
+            {"name": "x", "model": "zoo:lenet300", "data": "digits", "stages": [stage]}
+        )

@@ -111,13 +111,15 @@ class ClusterStage(BaseModel):
     ``reduce`` is the centroid gradient during that fine-tuning: ``"sum"`` (Deep Compression's,
     the gradient of the loss with respect to the centroid) or ``"mean"`` (a step the size of one
     weight's; steadier for large clusters, e.g. 2-bit codebooks on dense layers, where a summed
-    gradient over thousands of weights can blow the loss up).
+    gradient over thousands of weights can blow the loss up). ``bias_bits`` shares each
+    clustered layer's bias too (``2**bias_bits`` values, tuned with the centroids).
     """
 
     model_config = _FROZEN
     kind: Literal["cluster"]
     name: str | None = None
     bits: int | dict[str, int] = 5
+    bias_bits: int | None = Field(default=None, ge=1, le=16)
     ignore: tuple[str, ...] = ()
     finetune: TrainConfig | None = None
     reduce: Literal["sum", "mean"] = "sum"

@@ -150,7 +150,7 @@ def _cluster(stage: ClusterStage, model: nn.Module, ctx: StageContext) -> tuple[
     from torchshrink.cluster.finetune import finetune_centroids
     from torchshrink.cluster.kmeans_share import cluster_weights
 
-    report = cluster_weights(model, stage.bits, ignore=stage.ignore)
+    report = cluster_weights(model, stage.bits, ignore=stage.ignore, bias_bits=stage.bias_bits)
     details = _scalars(report)
     if stage.finetune is not None:
         result = finetune_centroids(
