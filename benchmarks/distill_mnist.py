@@ -93,7 +93,7 @@ settings, seconds in each record), 2026-11-25, 1 thread, shared 2-core machine:
   seed 0): 65 errors, its student 80, (154 - 80) / (154 - 65) = 0.83. This is the fifth
   protocol evaluated on the test split (after ``light_dropout_0.1_0.2``,
   ``holdout_val_selected``, ``long_training`` and ``selected_lr_hints``); each was chosen on
-  held-out data or fixed in advance, never on test errors. Each 60-epoch teacher took 19-20
+  held-out data or fixed in advance, never on test errors. Each 60-epoch teacher took 14-20
   minutes beside two other jobs; each test seed about 5 minutes. 2026-12-05, 1 thread.
 
 Commands: ``python benchmarks/distill_mnist.py --teacher-epochs 20 --input-dropout 0.1
