@@ -97,7 +97,9 @@ centroids; 2026-12-05, run beside two other jobs): ``r160_fold_b5`` **152.9x** a
 (+0.24; the float32 biases were 1,656 bytes), and ``r160_i2`` (fc1 2-bit, fixed from byte
 arithmetic before it ran, aiming at 160x) ``r160_i2_fold_b5`` 10,696 bytes, **161.2x** at
 0.59% (+0.22); seeds 1 / 2 (``--seed N``, one after the other, about 8 minutes each): 161.8x
-at 0.63% (+0.26), 160.8x at 0.68% (+0.31); mean +0.263 points at 160.8-161.8x.
+at 0.63% (+0.26), 160.8x at 0.68% (+0.31); mean +0.263 points at 160.8-161.8x. ``t62
+--fold-dead --bias-bits 5`` (seeds 0-2): 67.5x / 67.2x / 67.4x at +0.07 / +0.06 / +0.09
+(the same errors as with exact biases, 62.6-63.0x): 60x within 0.1 points on every seed.
 
 Published (Han et al. 2016): LeNet-300-100 40x at 1.58% error (baseline 1.64%), pruned to 8%
 (fc1 8%, fc2 9%, fc3 26% kept); LeNet-5 39x at 0.74% (baseline 0.80%), pruned to 8%
