@@ -151,26 +151,20 @@ def assignments_from_model(
         b = bias_bits.get(name)
         if b is not None and isinstance(bias, torch.Tensor):  # shared by cluster_weights too
             limit = 1 << b
+            # bits={}: a bias is checked against its own limit only (its values are few)
             out[key.removesuffix("weight") + "bias"] = _assignment(
-                f"{name} (bias)", bias, max_clusters or limit, None, unshared_check=False
+                f"{name} (bias)", bias, max_clusters or limit, {}
             )
     return out
 
 
 def _assignment(
-    name: str,
-    tensor: torch.Tensor,
-    max_clusters: int | None,
-    bits: dict[str, int] | None,
-    *,
-    unshared_check: bool = True,
+    name: str, tensor: torch.Tensor, max_clusters: int | None, bits: dict[str, int] | None
 ) -> Assignment:
     w = tensor.detach().cpu().float()
     nonzeros = w[w != 0]  # (nnz,)
     codebook = torch.unique(nonzeros)  # (k,) ascending
-    _check_clustered(
-        name, codebook.numel(), nonzeros.numel(), max_clusters, bits if unshared_check else {}
-    )
+    _check_clustered(name, codebook.numel(), nonzeros.numel(), max_clusters, bits)
     dtype = torch.int16 if codebook.numel() <= 1 << 15 else torch.int32
     labels = torch.full(w.shape, -1, dtype=dtype)
     nz = w != 0

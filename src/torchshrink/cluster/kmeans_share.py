@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -159,22 +159,12 @@ def cluster_weights(
         shared = _share(weight, layer_bits, exact=exact, max_iter=max_iter)
         if shared is None:
             continue
-        clusters, nonzeros, mse = shared
-        bias = module.bias if bias_bits is not None else None
-        bias_shared = None
-        if isinstance(bias, torch.Tensor):
-            bias_shared = _share(bias, bias_bits or 0, exact=exact, max_iter=max_iter)
-        layers.append(
-            LayerCluster(
-                name,
-                layer_bits,
-                clusters,
-                nonzeros,
-                mse,
-                bias_bits if bias_shared is not None else None,
-                bias_shared[0] if bias_shared is not None else 0,
-            )
-        )
+        layer = LayerCluster(name, layer_bits, *shared)
+        if bias_bits is not None and isinstance(module.bias, torch.Tensor):
+            bias_shared = _share(module.bias, bias_bits, exact=exact, max_iter=max_iter)
+            if bias_shared is not None:  # an all-zero bias is left as it is
+                layer = replace(layer, bias_bits=bias_bits, bias_clusters=bias_shared[0])
+        layers.append(layer)
     return ClusterReport(tuple(layers))
 
 

@@ -263,15 +263,15 @@ def _compact_modules(doc: dict[str, Any], spec: ModelSpec) -> None:
 
     modules = doc["modules"]
     try:
-        built = record_modules(build_from_spec(spec))
+        fresh = build_from_spec(spec)
+        built = record_modules(fresh)
         if built == modules:
             doc["modules"] = "spec"
             return
         delta = module_delta(built, modules)
-        replayed = build_from_spec(spec)
-        records = expand_delta(built, delta["changed"])
-        apply_modules(replayed, records, removed=delta["removed"])
-        if record_modules(replayed) != modules:
+        # replayed onto the same fresh build, as loading does (its records are taken already)
+        apply_modules(fresh, expand_delta(built, delta["changed"]), removed=delta["removed"])
+        if record_modules(fresh) != modules:
             return
     except Exception:  # a spec that cannot be rebuilt (or replayed) here keeps its full record
         return
