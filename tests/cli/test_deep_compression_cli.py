@@ -133,3 +133,21 @@ def test_bad_teacher_and_schedule_are_one_line_errors(
         "--schedule", "gradual", "--out", str(tmp_path / "x.ts"),
     )  # fmt: skip
     assert rc == 2 and err.startswith("error: --schedule: expected 'iterative' or 'agp'")
+
+
+def test_bias_bits_share_the_saved_biases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "b.ts"
+    rc, text, err = _run(
+        capsys,
+        "deep-compression", "zoo:lenet300", "--data", "digits", "--limit", "300",
+        "--prune-ratio", "0.9", "--prune-steps", "1", "--fc-bits", "3",
+        "--finetune-epochs", "0", "--bias-bits", "2", "--out", str(out), "--json",
+    )  # fmt: skip
+    assert rc == 0, err
+    assert json.loads(text)["config"]["bias_bits"] == 2
+    model = torchshrink.load(out)
+    for layer in (model.fc1, model.fc2, model.fc3):
+        b = layer.bias.detach()
+        assert torch.unique(b[b != 0]).numel() <= 4

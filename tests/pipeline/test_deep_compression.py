@@ -25,19 +25,26 @@ def trained(digits: DataBundle) -> nn.Module:
     return model
 
 
+_FT = TrainConfig(epochs=1, lr=0.01, batch_size=64, show_progress=False)
+
+
+def _copy_of(trained: nn.Module) -> nn.Module:
+    model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
+    model.load_state_dict(trained.state_dict())
+    return model
+
+
 def test_pipeline_stages_bytes_and_ratio(
     tmp_path: Path, digits: DataBundle, trained: nn.Module
 ) -> None:
-    model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
-    model.load_state_dict(trained.state_dict())
-    ft = TrainConfig(epochs=1, lr=0.01, batch_size=64, show_progress=False)
+    model = _copy_of(trained)
     cfg = DeepCompressionConfig(
         layer_ratios={"fc1": 0.9, "fc2": 0.85, "fc3": 0.5},
         prune_steps=2,
-        prune_finetune=ft,
+        prune_finetune=_FT,
         fc_bits=4,
         layer_bits={"fc3": 5},
-        centroid_finetune=ft.model_copy(update={"lr": 1e-3}),
+        centroid_finetune=_FT.model_copy(update={"lr": 1e-3}),
     )
     r = deep_compression(model, digits, config=cfg, path=tmp_path / "dc.safetensors")
     assert [s.stage for s in r.stages] == ["dense", "pruned", "clustered", "centroids", "huffman"]
@@ -87,8 +94,7 @@ def test_agp_with_distillation_from_the_dense_model(
 ) -> None:
     from torchshrink.distill import DistillConfig
 
-    model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
-    model.load_state_dict(trained.state_dict())
+    model = _copy_of(trained)
     ft = TrainConfig(epochs=2, lr=0.01, batch_size=64, show_progress=False)
     cfg = DeepCompressionConfig(
         layer_ratios={"fc1": 0.9, "fc2": 0.85, "fc3": 0.5},
@@ -116,15 +122,13 @@ def test_agp_without_finetuning_is_refused() -> None:
 def _kd_setup(trained: nn.Module) -> tuple[nn.Module, DeepCompressionConfig]:
     from torchshrink.distill import DistillConfig
 
-    model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
-    model.load_state_dict(trained.state_dict())
-    ft = TrainConfig(epochs=1, lr=0.01, batch_size=64, show_progress=False)
+    model = _copy_of(trained)
     cfg = DeepCompressionConfig(
         prune_ratio=0.8,
         prune_steps=1,
-        prune_finetune=ft,
+        prune_finetune=_FT,
         fc_bits=4,
-        centroid_finetune=ft.model_copy(update={"lr": 1e-3}),
+        centroid_finetune=_FT.model_copy(update={"lr": 1e-3}),
         distill=DistillConfig(alpha=0.7, temperature=4.0),
     )
     return model, cfg
@@ -151,8 +155,7 @@ def test_teacher_is_used_and_the_default_is_a_frozen_copy(
     before = {k: v.clone() for k, v in other.state_dict().items()}
     default = _weights_after(tmp_path, digits, trained, "default")
     # teacher=None distills from a frozen copy of the model as given: passing that copy is the same.
-    copy_of_dense = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
-    copy_of_dense.load_state_dict(trained.state_dict())
+    copy_of_dense = _copy_of(trained)
     assert _same(default, _weights_after(tmp_path, digits, trained, "c", teacher=copy_of_dense))
     with_other = _weights_after(tmp_path, digits, trained, "other", teacher=other)
     assert not _same(default, with_other)
@@ -209,13 +212,11 @@ def test_bad_teacher_is_refused_before_training(digits: DataBundle, trained: nn.
 def test_fold_dead_removes_empty_neurons_after_the_centroids(
     tmp_path: Path, digits: DataBundle, trained: nn.Module
 ) -> None:
-    model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
-    model.load_state_dict(trained.state_dict())
-    ft = TrainConfig(epochs=1, lr=0.01, batch_size=64, show_progress=False)
+    model = _copy_of(trained)
     cfg = DeepCompressionConfig(
         layer_ratios={"fc1": 0.97, "fc2": 0.9, "fc3": 0.5},
         prune_steps=1,
-        prune_finetune=ft,
+        prune_finetune=_FT,
         fc_bits=4,
         centroid_finetune=None,
         fold_dead=True,
@@ -240,17 +241,15 @@ def test_fold_dead_removes_empty_neurons_after_the_centroids(
 def test_bias_bits_share_biases_and_shrink_the_file(
     tmp_path: Path, digits: DataBundle, trained: nn.Module
 ) -> None:
-    ft = TrainConfig(epochs=1, lr=0.01, batch_size=64, show_progress=False)
     files = {}
     for bias_bits in (None, 2):
-        model = torchshrink.load_model("zoo:lenet300", model_args={"input_size": 8})
-        model.load_state_dict(trained.state_dict())
+        model = _copy_of(trained)
         cfg = DeepCompressionConfig(
             layer_ratios={"fc1": 0.95, "fc2": 0.9, "fc3": 0.5},
             prune_steps=1,
-            prune_finetune=ft,
+            prune_finetune=_FT,
             fc_bits=3,
-            centroid_finetune=ft.model_copy(update={"lr": 1e-3}),
+            centroid_finetune=_FT.model_copy(update={"lr": 1e-3}),
             bias_bits=bias_bits,
         )
         r = deep_compression(model, digits, config=cfg, path=tmp_path / f"b{bias_bits}.ts")
