@@ -55,6 +55,9 @@ OUT = Path(__file__).parent / "results" / "prune_speed.json"
 RATIO = 0.5
 BATCH = 64
 THREADS = 2
+# Untimed pause before each timed call of the final comparison: threads that one contender
+# left spinning (OpenMP, ONNX Runtime) go idle before the next one is timed.
+SETTLE_S = 0.05
 
 
 def l1_prune(model: nn.Module, ratio: float, example: torch.Tensor) -> nn.Module:
@@ -319,7 +322,10 @@ def main() -> None:
         )
         contenders |= {"torch_pruning_eager": tpm, "torch_pruning_optimised": fast_tp}
     times = interleaved_times(
-        {k: (lambda m=m: m(x)) for k, m in contenders.items()}, rounds=rounds, warmup=2
+        {k: (lambda m=m: m(x)) for k, m in contenders.items()},
+        rounds=rounds,
+        warmup=2,
+        settle_s=SETTLE_S,
     )
     med = {k: t.median_ms for k, t in times.items()}
     fastest = {k: t.min_ms for k, t in times.items()}

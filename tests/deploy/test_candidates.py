@@ -67,10 +67,13 @@ def test_ort_module_returns_a_tuple_for_several_outputs() -> None:
 
 def test_bad_backend_combinations_raise() -> None:
     net, x = nn.Linear(3, 2).eval(), torch.zeros(1, 3)
-    with pytest.raises(ValueError, match="choose one of jit, compile and ort"):
+    with pytest.raises(ValueError, match="choose one of jit, compile, ort and direct"):
         build_variant(net, x, jit_optimize=True, ort=True)
-    with pytest.raises(ValueError, match="channels_last does not apply"):
-        build_variant(net, torch.zeros(1, 3, 4, 4), ort=True, channels_last=True)
+    with pytest.raises(ValueError, match="choose one of jit, compile, ort and direct"):
+        build_variant(net, x, jit=True, direct=True)
+    for backend in ("ort", "direct"):
+        with pytest.raises(ValueError, match="channels_last does not apply"):
+            build_variant(net, torch.zeros(1, 3, 4, 4), channels_last=True, **{backend: True})
     with pytest.raises(ValueError, match="keyword \\(dict\\) inputs are not supported"):
         OrtModule.export(net, {"input": x})
 

@@ -21,12 +21,14 @@ from torchshrink.deploy import (
     round_keep,
 )
 from torchshrink.deploy.candidates import build_variant
+from torchshrink.deploy.direct_kernel import kernel_unavailable_reason
 from torchshrink.deploy.optimize import variant_options
 from torchshrink.deploy.timing import interleaved_times
 from torchshrink.graph import dependency_groups
 from torchshrink.prune.structured import remove_groups
 
 FAST = OptimizeConfig(rounds=3, warmup=1)
+KERNEL_OK = kernel_unavailable_reason() is None
 
 
 def _conv_bn_net() -> nn.Module:
@@ -67,9 +69,16 @@ def test_conv_bn_output_matches_and_every_candidate_is_timed() -> None:
         "fold+channels_last",
         "fold+channels_last+jit",
         "fold+channels_last+jit_opt",
+        "fold+direct",
     }  # no "+split" candidates at one thread
-    assert all(c.median_ms > 0 and c.threads == 1 and c.error is None for c in rep.candidates)
-    assert all(c.matches and c.max_abs_diff <= 1e-4 for c in rep.candidates)
+    # The direct kernel needs AVX-512 and a compiler; without them its candidate is reported
+    # as failed, with the reason.
+    runs = [c for c in rep.candidates if c.name != "fold+direct" or KERNEL_OK]
+    assert all(c.median_ms > 0 and c.threads == 1 and c.error is None for c in runs)
+    assert all(c.matches and c.max_abs_diff <= 1e-4 for c in runs)
+    if not KERNEL_OK:
+        (direct,) = [c for c in rep.candidates if c.name == "fold+direct"]
+        assert direct.error is not None and "direct conv kernel" in direct.error
     assert rep.chosen in names and rep.chosen_ms == pytest.approx(
         next(c.median_ms for c in rep.candidates if c.name == rep.chosen)
     )
@@ -119,8 +128,10 @@ def test_variant_options_round_trip_and_unknown_part() -> None:
         "jit_optimize": False,
         "compile": False,
         "ort": False,
+        "direct": False,
         "split": False,
     }
+    assert variant_options("fold+direct")["direct"]
     assert not any(variant_options("eager").values())
     with pytest.raises(ConfigError, match=r"unknown candidate part\(s\) \['tensorrt'\]"):
         variant_options("fold+tensorrt")

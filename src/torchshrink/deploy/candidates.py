@@ -20,6 +20,9 @@ Why each transformation can pay on a CPU:
   compiler and compiles for tens of seconds, so it is opt-in;
 * ONNX Runtime fp32 (:class:`OrtModule`): MLAS's NCHWc convolutions with fused Conv + Add +
   ReLU, and a lower fixed cost per op than the PyTorch dispatcher;
+* direct 3x3 convolutions (:mod:`torchshrink.deploy.direct_conv`): a kernel vectorised over
+  pixels instead of channels, with residual add and ReLU fused, for narrow layers whose
+  channel counts leave oneDNN's and MLAS's 16-lane registers half empty;
 * batch split (:class:`~torchshrink.deploy.batch_split.BatchSplit`): one slice of the batch per
   thread instead of every op split across threads, so narrow layers pay no per-op barrier.
 
@@ -110,6 +113,7 @@ def build_variant(
     compile: bool = False,
     compile_mode: str | None = None,
     ort: bool = False,
+    direct: bool = False,
     split: bool = False,
     threads: int | None = None,
 ) -> InferenceModule:
@@ -127,13 +131,15 @@ def build_variant(
         compile: ``torch.compile`` (inductor) with weight freezing, compiled here.
         compile_mode: ``torch.compile`` mode, e.g. ``"max-autotune-no-cudagraphs"``.
         ort: export to ONNX and run in ONNX Runtime fp32 (:class:`OrtModule`).
+        direct: run eligible 3x3 convolutions on the direct kernel, fused with a following
+            residual add / ReLU (:func:`~torchshrink.deploy.direct_conv.use_direct_convs`).
         split: run each slice of the batch on its own thread
             (:class:`~torchshrink.deploy.batch_split.BatchSplit`).
         threads: intra-op threads the variant runs with (with ``split``: the slice count).
 
     Raises:
-        ValueError: more than one of ``jit``, ``compile`` and ``ort``, or ``ort`` with
-            ``channels_last``.
+        ValueError: more than one of ``jit``, ``compile``, ``ort`` and ``direct``, or ``ort``
+            or ``direct`` with ``channels_last``.
         Exception: whatever tracing, compiling or exporting raises; callers record it.
 
     Example:
@@ -143,10 +149,12 @@ def build_variant(
         torch.Size([4, 2])
     """
     jit = jit or jit_optimize
-    if jit + compile + ort > 1:
-        raise ValueError("build_variant: choose one of jit, compile and ort")
-    if ort and channels_last:
-        raise ValueError("build_variant: ort takes NCHW inputs; channels_last does not apply")
+    if jit + compile + ort + direct > 1:
+        raise ValueError("build_variant: choose one of jit, compile, ort and direct")
+    if (ort or direct) and channels_last:
+        raise ValueError(
+            "build_variant: ort and direct take NCHW inputs; channels_last does not apply"
+        )
     m = fold_bn(model) if fold else copy.deepcopy(model).eval()
     if channels_last:
         m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -162,6 +170,10 @@ def build_variant(
         inner = _compiled(m, example_inputs, compile_mode)
     elif ort:
         inner = OrtModule.export(m, example_inputs)
+    elif direct:
+        from torchshrink.deploy.direct_conv import use_direct_convs
+
+        inner = use_direct_convs(m)
     if split:
         inner = BatchSplit(inner)
     return InferenceModule(inner, channels_last=channels_last, threads=threads)
@@ -178,6 +190,9 @@ class OrtModule(nn.Module):
     Args:
         path: the ``.onnx`` file.
         keep: an object kept alive with the module (the temporary folder holding ``path``).
+        spinning: let ONNX Runtime's idle threads spin (off by default: measured beside other
+            candidates, spinning threads slow the next one down, by half for a narrow
+            ResNet-56 here, so a spinning candidate would be credited with others' losses).
 
     Example:
         >>> import torch
@@ -186,10 +201,11 @@ class OrtModule(nn.Module):
         torch.Size([5, 2])
     """
 
-    def __init__(self, path: str | Path, *, keep: Any = None) -> None:
+    def __init__(self, path: str | Path, *, keep: Any = None, spinning: bool = False) -> None:
         super().__init__()
         self.path = Path(path)
         self._keep = keep
+        self.spinning = spinning
         self._sessions: dict[int, OrtSession] = {}
         self._lock = threading.Lock()
 
@@ -210,14 +226,16 @@ class OrtModule(nn.Module):
         n = torch.get_num_threads()
         with self._lock:  # BatchSplit workers may open their session at the same time
             if n not in self._sessions:
-                self._sessions[n] = OrtSession(self.path, threads=n)
+                # No spinning: idle ORT threads would slow whatever is timed next to them.
+                self._sessions[n] = OrtSession(self.path, threads=n, spinning=self.spinning)
             session = self._sessions[n]
         arrays = [x.detach().contiguous().numpy() for x in inputs]
         outs = [torch.from_numpy(o) for o in session.run_numpy(*arrays)]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> OrtModule:
-        return OrtModule(self.path, keep=self._keep)  # sessions and lock are not copyable
+        # Sessions and lock are not copyable.
+        return OrtModule(self.path, keep=self._keep, spinning=self.spinning)
 
 
 def _compiled(model: nn.Module, example_inputs: Inputs, mode: str | None) -> nn.Module:

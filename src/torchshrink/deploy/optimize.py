@@ -60,6 +60,9 @@ class OptimizeConfig(BaseModel):
             and takes tens of seconds per candidate, so it is off by default.
         compile_mode: the ``torch.compile`` mode (e.g. ``"max-autotune-no-cudagraphs"``).
         ort: also try ONNX Runtime fp32 (needs ``onnxruntime``; recorded as failed without).
+        direct: also try the direct 3x3 convolution kernel with fused residual add / ReLU
+            (only with 4-D inputs; needs AVX-512F and a C++ compiler the first time, recorded
+            as failed without).
         split: also try each jit / compile / ort candidate with the batch split across the
             threads, one intra-op thread each (only with more than one thread, a batch of at
             least two and positional inputs).
@@ -68,6 +71,8 @@ class OptimizeConfig(BaseModel):
         rounds: interleaved timed rounds per measurement.
         warmup: untimed rounds first (TorchScript profiles its first calls).
         max_seconds: time budget per measurement phase (at least one round runs).
+        settle_s: untimed pause before each timed call (threads another candidate left
+            spinning go idle first, so they do not slow the one being timed).
         atol: absolute output tolerance.
         rtol: tolerance relative to the largest absolute reference output.
         slower_margin: relative slack of the never-slower check (0: any slower median fires).
@@ -86,11 +91,13 @@ class OptimizeConfig(BaseModel):
     compile: bool = False
     compile_mode: str | None = None
     ort: bool = True
+    direct: bool = True
     split: bool = True
     thread_candidates: tuple[int, ...] | None = None
     rounds: int = Field(default=10, ge=1)
     warmup: int = Field(default=2, ge=0)
     max_seconds: float = Field(default=60.0, gt=0)
+    settle_s: float = Field(default=0.01, ge=0)
     atol: float = Field(default=1e-4, ge=0)
     rtol: float = Field(default=1e-4, ge=0)
     slower_margin: float = Field(default=0.0, ge=0)
@@ -171,6 +178,7 @@ def _optimize(
         rounds=cfg.rounds,
         warmup=cfg.warmup,
         max_seconds=cfg.max_seconds,
+        settle_s=cfg.settle_s,
     )
     for name in variants:
         results[name] = CandidateResult(
@@ -190,7 +198,11 @@ def _optimize(
             fns[f"{best}@{t}"] = _caller(variants[best].with_threads(t), inputs)
             fns[f"eager@{t}"] = _caller(variants["eager"].with_threads(t), inputs)
         tt = interleaved_times(
-            fns, rounds=cfg.rounds, warmup=cfg.warmup, max_seconds=cfg.max_seconds
+            fns,
+            rounds=cfg.rounds,
+            warmup=cfg.warmup,
+            max_seconds=cfg.max_seconds,
+            settle_s=cfg.settle_s,
         )
         for t in thread_list:
             b = tt[f"{best}@{t}"]
@@ -226,6 +238,7 @@ def _with_baseline(
         rounds=cfg.rounds,
         warmup=cfg.warmup,
         max_seconds=cfg.max_seconds,
+        settle_s=cfg.settle_s,
     )
     check = compare_to_baseline(
         tt["model"].median_ms, tt["baseline"].median_ms, margin=cfg.slower_margin
@@ -251,13 +264,15 @@ def _candidate_options(
     fold = ["fold"] if cfg.fold_bn else []
     formats = [False, True] if cfg.channels_last and has_4d_input(inputs) else [False]
     backends = [""] + [b for b, on in _BACKENDS if getattr(cfg, on)]
+    if cfg.direct and has_4d_input(inputs):
+        backends.append("direct")
     out: list[tuple[str, dict[str, Any]]] = []
     for cl in formats:
         for backend in backends:
             if not cfg.fold_bn and not cl and not backend:
                 continue  # identical to "eager"
-            if backend == "ort" and cl:
-                continue  # ORT takes NCHW and picks its own blocked layout
+            if backend in ("ort", "direct") and cl:
+                continue  # both take NCHW (ORT picks its own blocked layout)
             parts = fold + (["channels_last"] if cl else []) + ([backend] if backend else [])
             options: dict[str, Any] = {
                 "fold": cfg.fold_bn,
@@ -267,6 +282,7 @@ def _candidate_options(
                 "compile": backend == "compile",
                 "compile_mode": cfg.compile_mode,
                 "ort": backend == "ort",
+                "direct": backend == "direct",
             }
             out.append(("+".join(parts), options))
     positional = not isinstance(inputs, Mapping)
@@ -291,7 +307,8 @@ def variant_options(name: str) -> dict[str, Any]:
         True
     """
     parts = set() if name == "eager" else set(name.split("+"))
-    unknown = parts - {"fold", "channels_last", "jit", "jit_opt", "compile", "ort", "split"}
+    known = {"fold", "channels_last", "jit", "jit_opt", "compile", "ort", "direct", "split"}
+    unknown = parts - known
     if unknown:
         raise ConfigError(
             f"variant_options: unknown candidate part(s) {sorted(unknown)} in {name!r}"
@@ -303,6 +320,7 @@ def variant_options(name: str) -> dict[str, Any]:
         "jit_optimize": "jit_opt" in parts,
         "compile": "compile" in parts,
         "ort": "ort" in parts,
+        "direct": "direct" in parts,
         "split": "split" in parts,
     }
 
@@ -318,6 +336,7 @@ def _batch(inputs: Inputs) -> int:
 
 
 def _splits(options: dict[str, Any]) -> bool:
+    # Not direct: its chains already give each thread whole images.
     return any(options[k] for k in ("jit", "jit_optimize", "ort"))
 
 

@@ -233,16 +233,10 @@ def weight_matmuls(path: Path) -> list[str]:
 
 class _Session:
     def __init__(self, path: Path, ctx: BuildContext) -> None:
-        ort: Any = require("onnxruntime", "onnx")
-        self.session = OrtSession(path, threads=ctx.threads)
         # Idle intra-op threads spin after each run and take the cores from the candidate
         # timed next (5-30% slower on 2 cores): every session here, baselines included,
         # yields its cores when idle.
-        opts = self.session.session.get_session_options()
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session.session = ort.InferenceSession(
-            str(path), opts, providers=["CPUExecutionProvider"]
-        )
+        self.session = OrtSession(path, threads=ctx.threads, spinning=False)
 
     def __call__(self, inputs: Inputs) -> torch.Tensor:
         arrays = [np.ascontiguousarray(t.detach().cpu().numpy()) for t in _arrays(inputs)[1]]

@@ -48,6 +48,7 @@ def interleaved_times(
     rounds: int = 10,
     warmup: int = 2,
     max_seconds: float | None = None,
+    settle_s: float = 0.0,
 ) -> dict[str, Timing]:
     """Time every callable once per round, in turns, and return each one's median.
 
@@ -61,6 +62,8 @@ def interleaved_times(
         warmup: untimed rounds first (lazy kernel choice, JIT profiling runs, caches).
         max_seconds: stop after the round during which this budget ran out; at least one
             timed round always runs. ``None``: no budget.
+        settle_s: untimed pause before each timed call, so that threads a runtime left
+            spinning (OpenMP, ONNX Runtime) have gone idle and do not slow the next callable.
 
     Raises:
         ConfigError: ``fns`` is empty or ``rounds`` / ``warmup`` is out of range.
@@ -75,6 +78,8 @@ def interleaved_times(
         raise ConfigError(f"interleaved timing: 'rounds' must be at least 1, got {rounds}")
     if warmup < 0:
         raise ConfigError(f"interleaved timing: 'warmup' must be 0 or more, got {warmup}")
+    if settle_s < 0:
+        raise ConfigError(f"interleaved timing: 'settle_s' must be 0 or more, got {settle_s}")
     names = list(fns)
     samples: dict[str, list[float]] = {n: [] for n in names}
     start = time.perf_counter()
@@ -85,6 +90,8 @@ def interleaved_times(
         for r in range(rounds):
             order = names if r % 2 == 0 else names[::-1]
             for n in order:
+                if settle_s:
+                    time.sleep(settle_s)
                 t0 = time.perf_counter_ns()
                 fns[n]()
                 samples[n].append((time.perf_counter_ns() - t0) / 1e6)

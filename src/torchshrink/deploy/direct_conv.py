@@ -1,0 +1,404 @@
+"""Run a model's 3x3 convolutions on the direct kernel, fused and chained per image.
+
+:func:`use_direct_convs` rewrites a copy of the model in three steps:
+
+1. every ``nn.Conv2d`` the kernel of :mod:`torchshrink.deploy.direct_kernel` computes exactly
+   (3x3, stride 1, padding 1, no dilation, one group, float32) becomes a
+   :class:`DirectConv3x3`;
+2. when the model traces with ``torch.fx``, ``relu(conv(x))``, ``conv(x) + r`` and
+   ``relu(conv(x) + r)`` become one layer each (``nn.Identity`` nodes, which BatchNorm folding
+   leaves behind, are dropped first);
+3. consecutive such layers (a ResNet stage) become one :class:`DirectChain`, which runs them
+   image by image in one call, the activations in the thread's cache.
+
+A model that does not trace gets each convolution replaced on its own (a chain of one).
+Anything the kernel does not take (another dtype or device, a width not a multiple of 8, an
+input that needs gradients, mismatched residual shapes) runs on ``torch.conv2d`` instead, so
+the rewritten model computes the same function for every input.
+:func:`~torchshrink.deploy.optimize.optimize_for_inference` tries it as the ``direct``
+candidate and keeps it only where it is measured faster and matches the original's output.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(),
+    ...                     nn.Conv2d(8, 8, 3, padding=1)).eval()
+    >>> fast = use_direct_convs(net)
+    >>> x = torch.randn(2, 4, 8, 8)
+    >>> bool(torch.allclose(fast(x), net(x), atol=1e-5))
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from torchshrink.deploy import direct_kernel
+
+
+class DirectConv3x3(nn.Module):
+    """A 3x3 / stride-1 / padding-1 convolution with an optional fused residual add and ReLU.
+
+    ``forward(x, residual=None)`` returns ``[relu](conv(x) [+ residual])`` (on
+    ``torch.conv2d``; inside a :class:`DirectChain` it runs on the direct kernel).
+
+    Args:
+        conv: the convolution to replace (see :func:`eligible`); its weights are copied.
+        relu: apply ReLU to the result.
+
+    Example:
+        >>> import torch
+        >>> conv = torch.nn.Conv2d(3, 5, 3, padding=1)
+        >>> d = DirectConv3x3(conv, relu=True)
+        >>> x, r = torch.randn(1, 3, 4, 4), torch.randn(1, 5, 4, 4)
+        >>> bool(torch.allclose(d(x, r), torch.relu(conv(x) + r), atol=1e-5))
+        True
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    def __init__(self, conv: nn.Conv2d, *, relu: bool = False) -> None:
+        super().__init__()
+        if not eligible(conv):
+            raise ValueError(f"DirectConv3x3: not a 3x3 / stride 1 / padding 1 conv: {conv}")
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.relu: bool = relu
+        self.register_buffer("weight", conv.weight.detach().clone())
+        bias = None if conv.bias is None else conv.bias.detach().clone()
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        y = F.conv2d(x, self.weight, self.bias, padding=1)
+        if residual is not None:
+            y = y + residual
+        return torch.relu(y) if self.relu else y
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, relu={self.relu}"
+
+
+class DirectChain(nn.Module):
+    """Consecutive :class:`DirectConv3x3` layers run by one call of the direct kernel.
+
+    Values are numbered: ``0 .. n_inputs-1`` are the chain's inputs, ``n_inputs + i`` is the
+    output of layer ``i``. ``forward(*inputs)`` returns the tuple of ``outputs`` values.
+
+    Args:
+        layers: the layers, in order.
+        wiring: per layer, the value it convolves and the value it adds (or ``None``).
+        n_inputs: number of chain inputs.
+        outputs: the values to return.
+
+    Example:
+        >>> import torch
+        >>> c1, c2 = torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
+        >>> chain = DirectChain([DirectConv3x3(c1, relu=True), DirectConv3x3(c2, relu=True)],
+        ...                     [(0, None), (1, 1)], n_inputs=1, outputs=[2])
+        >>> x = torch.randn(2, 4, 8, 8)
+        >>> h = torch.relu(c1(x))
+        >>> bool(torch.allclose(chain(x)[0], torch.relu(c2(h) + h), atol=1e-4))
+        True
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[DirectConv3x3],
+        wiring: Sequence[tuple[int, int | None]],
+        *,
+        n_inputs: int,
+        outputs: Sequence[int],
+    ) -> None:
+        super().__init__()
+        if len(layers) != len(wiring) or not layers:
+            raise ValueError("DirectChain: give one (src, residual) pair per layer")
+        self.layers = nn.ModuleList(layers)
+        self.wiring: list[tuple[int, int | None]] = [(int(s), r) for s, r in wiring]
+        self.n_inputs = n_inputs
+        self.outputs = list(outputs)
+        self._slots = _assign_slots(self.wiring, n_inputs, self.outputs)
+        self._kernel_layers: list[direct_kernel.ChainLayer] | None = None
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self._fast(inputs):
+            slot = self._slots
+            kl = self._kernel_layers
+            if kl is None:  # built once; concurrent first calls build equal layers
+                kl = self._kernel_layers = [
+                    direct_kernel.ChainLayer(
+                        src=slot[s],
+                        res=-1 if r is None else slot[r],
+                        dst=slot[self.n_inputs + i],
+                        weight=layer.weight,
+                        bias=layer.bias,
+                        relu=layer.relu,
+                    )
+                    for i, (layer, (s, r)) in enumerate(
+                        zip(self._convs(), self.wiring, strict=True)
+                    )
+                ]
+            outs = direct_kernel.run_chain(
+                kl,
+                list(inputs),
+                inputs=[slot[i] for i in range(self.n_inputs)],
+                outputs=[slot[v] for v in self.outputs],
+            )
+            return tuple(outs)
+        values = list(inputs)
+        for layer, (s, r) in zip(self._convs(), self.wiring, strict=True):
+            values.append(layer(values[s], None if r is None else values[r]))
+        return tuple(values[v] for v in self.outputs)
+
+    def _fast(self, inputs: Sequence[torch.Tensor]) -> bool:
+        if len(inputs) != self.n_inputs:
+            return False
+        first = inputs[0]
+        if first.dim() != 4 or direct_kernel.vector_width(int(first.shape[3])) == 0:
+            return False
+        n, _, h, w = first.shape
+        grad = torch.is_grad_enabled()
+        for x in inputs:
+            if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
+                return False
+            if (x.shape[0], x.shape[2], x.shape[3]) != (n, h, w) or (grad and x.requires_grad):
+                return False
+        channels = [int(x.shape[1]) for x in inputs]
+        for layer, (s, r) in zip(self._convs(), self.wiring, strict=True):
+            if channels[s] != layer.in_channels or (
+                r is not None and channels[r] != layer.out_channels
+            ):
+                return False
+            channels.append(layer.out_channels)
+        return n > 0 and direct_kernel.kernel_unavailable_reason() is None
+
+    def _convs(self) -> list[DirectConv3x3]:
+        return [m for m in self.layers if isinstance(m, DirectConv3x3)]
+
+    def extra_repr(self) -> str:
+        return f"layers={len(self.layers)}, inputs={self.n_inputs}, outputs={self.outputs}"
+
+
+def _assign_slots(
+    wiring: Sequence[tuple[int, int | None]], n_inputs: int, outputs: Sequence[int]
+) -> dict[int, int]:
+    """Value -> slot, reusing the slot of a value after its last use (outputs are kept)."""
+    last: dict[int, int] = {}
+    for i, (s, r) in enumerate(wiring):
+        last[s] = i
+        if r is not None:
+            last[r] = i
+    keep = set(outputs)
+    slot: dict[int, int] = {}
+    free: list[int] = []
+    n_slots = 0
+    for v in range(n_inputs):
+        slot[v] = n_slots
+        n_slots += 1
+    for i in range(len(wiring)):
+        # Values whose last reader was an earlier layer are dead now; the current layer's
+        # inputs stay live while it writes its output (other tiles still read them).
+        for v, used in list(last.items()):
+            if used < i and v not in keep:
+                free.append(slot[v])
+                del last[v]
+        if free:
+            slot[n_inputs + i] = free.pop()
+        else:
+            slot[n_inputs + i] = n_slots
+            n_slots += 1
+        if n_inputs + i not in last and n_inputs + i not in keep:
+            free.append(slot[n_inputs + i])  # never read: its slot is free again
+    return slot
+
+
+def eligible(module: nn.Module) -> bool:
+    """Whether ``module`` is a plain float32 ``nn.Conv2d`` the direct kernel computes exactly.
+
+    Example:
+        >>> import torch
+        >>> eligible(torch.nn.Conv2d(4, 4, 3, padding=1)), eligible(torch.nn.Conv2d(4, 4, 1))
+        (True, False)
+    """
+    if type(module) is not nn.Conv2d:
+        return False
+    padding = module.padding
+    same = padding == "same" or tuple(padding) == (1, 1)  # type: ignore[arg-type]
+    return (
+        tuple(module.kernel_size) == (3, 3)
+        and tuple(module.stride) == (1, 1)
+        and same
+        and tuple(module.dilation) == (1, 1)
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+        and module.weight.dtype == torch.float32
+    )
+
+
+def use_direct_convs(model: nn.Module) -> nn.Module:
+    """An inference copy of ``model`` whose eligible 3x3 convolutions run on the direct kernel.
+
+    ``model`` is not changed; the copy's parameters do not require gradients (the kernel has
+    no backward).
+
+    Raises:
+        RuntimeError: the kernel cannot run on this machine (the reason is given), or the
+            model has no eligible convolution.
+    """
+    reason = direct_kernel.kernel_unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"use_direct_convs: {reason}")
+    m = copy.deepcopy(model).eval()
+    if not any(eligible(mod) for mod in m.modules()):
+        raise RuntimeError(
+            "use_direct_convs: no 3x3 / stride 1 / padding 1 float32 Conv2d to replace"
+        )
+    for p in m.parameters():
+        # An inference copy: no autograd bookkeeping around the layers left to PyTorch.
+        p.requires_grad_(False)
+    try:
+        gm = fx.symbolic_trace(m)
+    except Exception:  # data-dependent control flow etc.: replace the modules only
+        return _replace_modules(m)
+    _fuse(gm)
+    _chain(gm)
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
+
+
+class _Single(nn.Module):
+    """One convolution as a chain of one, returning a tensor (for models that do not trace)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.chain = DirectChain([DirectConv3x3(conv)], [(0, None)], n_inputs=1, outputs=[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.chain(x)[0]
+
+
+def _replace_modules(model: nn.Module) -> nn.Module:
+    for mod in list(model.modules()):
+        for child_name, child in list(mod.named_children()):
+            if eligible(child):
+                setattr(mod, child_name, _Single(child))  # type: ignore[arg-type]
+    return model
+
+
+def _fuse(gm: fx.GraphModule) -> None:
+    """Replace eligible conv nodes by DirectConv3x3 nodes, absorbing a following add / ReLU."""
+    graph = gm.graph
+    modules = dict(gm.named_modules())
+    for node in list(graph.nodes):
+        if node.op == "call_module" and isinstance(modules.get(node.target), nn.Identity):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+    count = 0
+    for node in list(graph.nodes):
+        if node.op != "call_module" or not eligible(modules.get(node.target, nn.Identity())):
+            continue
+        if len(node.args) != 1 or node.kwargs:
+            continue
+        chain, residual = [node], None
+        add = _only_user(node)
+        if add is not None and _is_add(add):
+            other = add.args[1] if add.args[0] is node else add.args[0]
+            if isinstance(other, fx.Node) and other is not node:
+                chain, residual = [node, add], other
+        relu = _only_user(chain[-1])
+        fuse_relu = relu is not None and _is_relu(relu, modules)
+        if fuse_relu:
+            chain.append(relu)  # type: ignore[arg-type]
+        name = f"direct_conv{count}"
+        count += 1
+        conv = modules[node.target]
+        gm.add_submodule(name, DirectConv3x3(conv, relu=fuse_relu))  # type: ignore[arg-type]
+        last = chain[-1]
+        args = (node.args[0],) if residual is None else (node.args[0], residual)
+        with graph.inserting_after(last):
+            new = graph.call_module(name, args)
+        last.replace_all_uses_with(new)
+        for n in reversed(chain):
+            graph.erase_node(n)
+
+
+def _chain(gm: fx.GraphModule) -> None:
+    """Group runs of consecutive DirectConv3x3 nodes into DirectChain nodes."""
+    modules = dict(gm.named_modules())
+    runs: list[list[fx.Node]] = [[]]
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(modules.get(node.target), DirectConv3x3):
+            runs[-1].append(node)
+        elif runs[-1]:
+            runs.append([])
+    for k, run in enumerate(r for r in runs if r):
+        _make_chain(gm, run, modules, f"direct_chain{k}")
+
+
+def _make_chain(
+    gm: fx.GraphModule, run: list[fx.Node], modules: dict[str, nn.Module], name: str
+) -> None:
+    graph = gm.graph
+    inside = set(run)
+    inputs: list[fx.Node] = []
+    for node in run:
+        for a in node.args:
+            if isinstance(a, fx.Node) and a not in inside and a not in inputs:
+                inputs.append(a)
+    index = {a: i for i, a in enumerate(inputs)}
+    index |= {node: len(inputs) + i for i, node in enumerate(run)}
+    wiring = []
+    for node in run:
+        src = index[node.args[0]]  # type: ignore[index]
+        res = index[node.args[1]] if len(node.args) > 1 else None  # type: ignore[index]
+        wiring.append((src, res))
+    escaping = [n for n in run if any(u not in inside for u in n.users)]
+    layers = [modules[n.target] for n in run]  # type: ignore[index]
+    chain = DirectChain(
+        layers,  # type: ignore[arg-type]
+        wiring,
+        n_inputs=len(inputs),
+        outputs=[index[n] for n in escaping],
+    )
+    gm.add_submodule(name, chain)
+    last = run[-1]
+    with graph.inserting_after(last):
+        call = graph.call_module(name, tuple(inputs))
+    prev = call
+    for k, node in enumerate(escaping):
+        with graph.inserting_after(prev):
+            item = graph.call_function(operator.getitem, (call, k))
+        outside = [u for u in node.users if u not in inside]
+        for u in outside:
+            u.replace_input_with(node, item)
+        prev = item
+    for node in reversed(run):
+        graph.erase_node(node)
+
+
+def _only_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def _is_add(node: fx.Node) -> bool:
+    if node.kwargs or len(node.args) != 2:
+        return False
+    if node.op == "call_function":
+        return node.target in (operator.add, torch.add)
+    return node.op == "call_method" and node.target == "add"
+
+
+def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return type(modules.get(node.target)) is nn.ReLU  # type: ignore[arg-type]
+    if node.op == "call_function":
+        return node.target in (F.relu, torch.relu) and len(node.args) == 1
+    return node.op == "call_method" and node.target == "relu" and len(node.args) == 1

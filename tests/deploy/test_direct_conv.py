@@ -1,0 +1,275 @@
+"""The direct 3x3 kernel: chains against torch.conv2d over shapes and zoo models, fallbacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from torchshrink.core.zoo import create_zoo_model
+from torchshrink.deploy import direct_kernel as dk
+from torchshrink.deploy.candidates import build_variant
+from torchshrink.deploy.direct_conv import (
+    DirectChain,
+    DirectConv3x3,
+    _assign_slots,
+    eligible,
+    use_direct_convs,
+)
+from torchshrink.graph import dependency_groups
+from torchshrink.prune.structured import remove_groups
+from torchshrink.quantize.fold import fold_bn
+
+needs_kernel = pytest.mark.skipif(
+    dk.kernel_unavailable_reason() is not None,
+    reason=f"direct kernel unavailable: {dk.kernel_unavailable_reason()}",
+)
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    bound = 1e-5 + 1e-5 * float(b.abs().max())
+    assert a.shape == b.shape
+    assert float((a - b).abs().max()) <= bound, float((a - b).abs().max())
+
+
+def _trained_looking(model: nn.Module) -> nn.Module:
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("ci", "co", "h", "w"),
+    [(1, 1, 1, 8), (3, 8, 5, 16), (5, 13, 3, 24), (8, 8, 32, 32), (16, 33, 4, 8), (24, 16, 7, 48)],
+)
+def test_chain_matches_conv2d_with_residual_and_relu(
+    threads: int, ci: int, co: int, h: int, w: int
+) -> None:
+    torch.manual_seed(ci * 100 + co)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for n in (1, 5):  # 1 < threads: layers split across threads; 5: whole images per thread
+            x = torch.randn(n, ci, h, w)
+            w1, b1 = torch.randn(co, ci, 3, 3), torch.randn(co)
+            w2 = torch.randn(co, co, 3, 3)
+            layers = [
+                dk.ChainLayer(src=0, res=-1, dst=1, weight=w1, bias=b1, relu=True),
+                dk.ChainLayer(src=1, res=1, dst=2, weight=w2, bias=None, relu=False),
+                dk.ChainLayer(src=2, res=-1, dst=0, weight=w2, bias=b1, relu=True),
+            ]
+            y1, y2, y3 = dk.run_chain(layers, [x], inputs=[0], outputs=[1, 2, 0])
+            r1 = torch.relu(torch.conv2d(x, w1, b1, padding=1))
+            r2 = torch.conv2d(r1, w2, padding=1) + r1
+            r3 = torch.relu(torch.conv2d(r2, w2, b1, padding=1))
+            for got, ref in ((y1, r1), (y2, r2), (y3, r3)):
+                _close(got, ref)
+    finally:
+        torch.set_num_threads(previous)
+
+
+@needs_kernel
+def test_run_chain_rejects_bad_inputs_clearly() -> None:
+    layer = dk.ChainLayer(
+        src=0, res=-1, dst=1, weight=torch.randn(4, 2, 3, 3), bias=None, relu=False
+    )
+    with pytest.raises(ValueError, match="width 12 is not a multiple of 8"):
+        dk.run_chain([layer], [torch.zeros(1, 2, 4, 12)], inputs=[0], outputs=[1])
+    with pytest.raises(ValueError, match="does not hold 2 channels"):
+        dk.run_chain([layer], [torch.zeros(1, 3, 4, 8)], inputs=[0], outputs=[1])
+    with pytest.raises(ValueError, match="float32 CPU"):
+        dk.run_chain(
+            [layer], [torch.zeros(1, 2, 4, 8, dtype=torch.float64)], inputs=[0], outputs=[1]
+        )
+
+
+def test_slots_are_reused_after_the_last_read_and_outputs_kept() -> None:
+    # x -> a -> b (+a) -> c; a is an output, so its slot is never reused.
+    slots = _assign_slots([(0, None), (1, 1), (2, None)], 1, outputs=[1, 3])
+    assert slots[2] not in (slots[1],)  # b is written while a is still read
+    assert slots[3] not in (slots[1], slots[2])
+    assert slots[2] == slots[0]  # x died after the first layer
+    assert len(set(slots.values())) == 3
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    ("name", "kwargs", "chains"),
+    [
+        ("resnet20", {"shortcut": "B"}, 3),
+        ("resnet20", {"shortcut": "A", "width": 0.5}, 3),
+        ("resnet56", {"shortcut": "B", "width": 0.5}, 3),
+        ("vgg11_bn", {}, None),
+        ("mobilenetv2", {"width_mult": 0.5}, None),
+    ],
+)
+def test_zoo_models_match_after_rewrite(name: str, kwargs: dict, chains: int | None) -> None:
+    model = _trained_looking(create_zoo_model(name, **kwargs))
+    x = torch.randn(3, 3, 32, 32)
+    fast = use_direct_convs(fold_bn(model))
+    n_chains = sum(isinstance(m, DirectChain) for m in fast.modules())
+    assert n_chains >= 1
+    if chains is not None:
+        assert n_chains == chains  # one chain per ResNet stage
+    with torch.inference_mode():
+        _close(fast(x), model(x))
+    # The original is untouched and still trains.
+    assert all(p.requires_grad for p in model.parameters())
+
+
+@needs_kernel
+def test_pruned_resnet_chains_fuse_the_residual_adds() -> None:
+    model = _trained_looking(create_zoo_model("resnet20", shortcut="B"))
+    x = torch.randn(2, 3, 32, 32)
+    groups = dependency_groups(model, x[:1])
+    remove_groups(model, [(g, range(g.size // 2)) for g in groups])
+    fast = use_direct_convs(fold_bn(model))
+    convs = [m for m in fast.modules() if isinstance(m, DirectConv3x3)]
+    # 3x3 stride-1 convs: the stem and 17 of the 18 block convs (2 block conv1s have stride 2).
+    assert len(convs) == 17
+    assert sum(c.relu for c in convs) == 17
+    # Only the ReLUs after the two stride-2 convs (left to PyTorch) are still separate calls.
+    assert fast.code.count(".relu1(") == 2 and ".relu2(" not in fast.code
+    with torch.inference_mode():
+        _close(fast(x), model(x))
+
+
+@needs_kernel
+def test_intermediate_values_used_outside_a_chain_are_returned() -> None:
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.b = nn.Conv2d(8, 8, 3, padding=1)
+            self.c = nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            h = torch.relu(self.a(x))
+            y = self.c(torch.relu(self.b(h) + h))
+            return h.mean(dim=(2, 3)), y
+
+    model = TwoHeads().eval()
+    x = torch.randn(4, 3, 8, 16)
+    fast = use_direct_convs(model)
+    (chain,) = [m for m in fast.modules() if isinstance(m, DirectChain)]
+    assert len(chain.layers) == 3 and len(chain.outputs) == 2
+    with torch.inference_mode():
+        for got, ref in zip(fast(x), model(x), strict=True):
+            _close(got, ref)
+
+
+@needs_kernel
+def test_untraceable_model_gets_its_convs_replaced_one_by_one() -> None:
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.b = nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.a(x)
+            if h.mean() > 0:  # data-dependent: torch.fx cannot trace it
+                h = torch.relu(h)
+            return self.b(h)
+
+    model = Branchy().eval()
+    fast = use_direct_convs(model)
+    assert sum(isinstance(m, DirectChain) for m in fast.modules()) == 2
+    x = torch.randn(2, 3, 8, 8)
+    with torch.inference_mode():
+        _close(fast(x), model(x))
+
+
+@needs_kernel
+def test_inputs_the_kernel_does_not_take_fall_back_to_torch() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()).eval()
+    fast = use_direct_convs(model)
+    with torch.inference_mode():
+        x = torch.randn(2, 3, 5, 12)  # width 12: not a multiple of 8
+        _close(fast(x), model(x))
+        xd = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+        _close(fast.double()(xd), model.double()(xd))  # float64: torch path
+    model.float()
+    xg = torch.randn(2, 3, 8, 8, requires_grad=True)
+    out = use_direct_convs(model)(xg)  # needs gradients: torch path, which has a backward
+    out.sum().backward()
+    assert xg.grad is not None and xg.grad.shape == xg.shape
+
+
+def test_eligibility_is_exact() -> None:
+    assert eligible(nn.Conv2d(4, 4, 3, padding=1))
+    assert eligible(nn.Conv2d(4, 4, 3, padding="same"))
+    for conv in (
+        nn.Conv2d(4, 4, 3, padding=1, stride=2),
+        nn.Conv2d(4, 4, 3, padding=2, dilation=2),
+        nn.Conv2d(4, 4, 3, padding=1, groups=2),
+        nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"),
+        nn.Conv2d(4, 4, 5, padding=2),
+        nn.Conv2d(4, 4, 3, padding=0),
+        nn.Conv2d(4, 4, 3, padding=1).double(),
+    ):
+        assert not eligible(conv), conv
+    with pytest.raises(ValueError, match="not a 3x3 / stride 1 / padding 1 conv"):
+        DirectConv3x3(nn.Conv2d(4, 4, 1))
+
+
+@needs_kernel
+def test_model_without_eligible_convs_is_refused_by_name() -> None:
+    with pytest.raises(RuntimeError, match="no 3x3 / stride 1 / padding 1 float32 Conv2d"):
+        use_direct_convs(create_zoo_model("lenet5"))
+
+
+@needs_kernel
+def test_direct_variant_is_a_working_inference_module() -> None:
+    model = _trained_looking(create_zoo_model("resnet20", shortcut="B", width=0.5))
+    x = torch.randn(4, 3, 32, 32)
+    v = build_variant(model, x, direct=True, threads=2)
+    with torch.inference_mode():
+        _close(v(x), model(x))
+
+
+def test_no_compiler_gives_the_reason(tmp_path: Path) -> None:
+    # A fresh process with an empty kernel cache and no compiler on PATH.
+    code = (
+        "from torchshrink.deploy import direct_kernel as dk\n"
+        "r = dk.kernel_unavailable_reason()\n"
+        "print(r)\n"
+        "import torch\n"
+        "from torchshrink.deploy.direct_conv import use_direct_convs\n"
+        "try:\n"
+        "    use_direct_convs(torch.nn.Conv2d(3, 3, 3, padding=1))\n"
+        "except RuntimeError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    env = os.environ | {"TORCHSHRINK_CACHE_DIR": str(tmp_path), "CXX": "no-such-compiler-here"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert "refused: use_direct_convs:" in out
+    assert "no-such-compiler-here" in out or "AVX-512" in out
+
+
+@needs_kernel
+def test_kernel_is_compiled_once_into_the_cache(tmp_path: Path) -> None:
+    code = (
+        "from torchshrink.deploy import direct_kernel as dk; print(dk.kernel_unavailable_reason())"
+    )
+    env = os.environ | {"TORCHSHRINK_CACHE_DIR": str(tmp_path)}
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        assert out.strip() == "None"
+    built = list((tmp_path / "kernels").glob("direct_conv_*.so"))
+    assert len(built) == 1
+    assert not [p for p in (tmp_path / "kernels").iterdir() if p.is_dir()]  # no leftovers
