@@ -16,7 +16,7 @@ from torchshrink.deploy import direct_kernel as dk
 from torchshrink.deploy.candidates import build_variant
 from torchshrink.deploy.direct_conv import (
     DirectChain,
-    DirectConv3x3,
+    DirectConv,
     _assign_slots,
     eligible,
     use_direct_convs,
@@ -79,6 +79,19 @@ def test_chain_matches_conv2d_with_residual_and_relu(
 
 
 @needs_kernel
+@pytest.mark.parametrize(
+    ("k", "ci", "co", "h", "w"), [(3, 8, 16, 32, 32), (1, 8, 16, 32, 32), (3, 5, 7, 10, 16)]
+)
+def test_stride_two_layers_match_conv2d(k: int, ci: int, co: int, h: int, w: int) -> None:
+    torch.manual_seed(k + ci)
+    for n in (1, 4):
+        x, wt, b = torch.randn(n, ci, h, w), torch.randn(co, ci, k, k), torch.randn(co)
+        layer = dk.ChainLayer(src=0, res=-1, dst=1, weight=wt, bias=b, relu=True, stride=2)
+        (y,) = dk.run_chain([layer], [x], inputs=[0], outputs=[1])
+        _close(y, torch.relu(torch.conv2d(x, wt, b, stride=2, padding=k // 2)))
+
+
+@needs_kernel
 def test_run_chain_rejects_bad_inputs_clearly() -> None:
     layer = dk.ChainLayer(
         src=0, res=-1, dst=1, weight=torch.randn(4, 2, 3, 3), bias=None, relu=False
@@ -87,6 +100,15 @@ def test_run_chain_rejects_bad_inputs_clearly() -> None:
         dk.run_chain([layer], [torch.zeros(1, 2, 4, 12)], inputs=[0], outputs=[1])
     with pytest.raises(ValueError, match="does not hold 2 channels"):
         dk.run_chain([layer], [torch.zeros(1, 3, 4, 8)], inputs=[0], outputs=[1])
+    down = dk.ChainLayer(
+        src=0, res=-1, dst=1, weight=torch.randn(4, 2, 3, 3), bias=None, relu=False, stride=2
+    )
+    with pytest.raises(ValueError, match="stride 2 needs an even height and width, got 5x16"):
+        dk.run_chain([down], [torch.zeros(1, 2, 5, 16)], inputs=[0], outputs=[1])
+    with pytest.raises(ValueError, match="output width 4 is not a multiple of 8"):
+        dk.run_chain([down], [torch.zeros(1, 2, 4, 8)], inputs=[0], outputs=[1])
+    with pytest.raises(ValueError, match="3x3 or 1x1 kernels at stride 1 or 2 only"):
+        dk.ChainLayer(src=0, res=-1, dst=1, weight=torch.randn(4, 2, 5, 5), bias=None, relu=False)
     with pytest.raises(ValueError, match="float32 CPU"):
         dk.run_chain(
             [layer], [torch.zeros(1, 2, 4, 8, dtype=torch.float64)], inputs=[0], outputs=[1]
@@ -106,23 +128,24 @@ def test_slots_are_reused_after_the_last_read_and_outputs_kept() -> None:
 @pytest.mark.parametrize(
     ("name", "kwargs", "chains"),
     [
-        ("resnet20", {"shortcut": "B"}, 3),
-        ("resnet20", {"shortcut": "A", "width": 0.5}, 3),
-        ("resnet56", {"shortcut": "B", "width": 0.5}, 3),
+        ("resnet20", {"shortcut": "B"}, 1),  # every conv, 1x1 shortcuts included: one chain
+        ("resnet20", {"shortcut": "A", "width": 0.5}, 3),  # split at the pad shortcuts
+        ("resnet56", {"shortcut": "B", "width": 0.5}, 1),
         ("vgg11_bn", {}, None),
         ("mobilenetv2", {"width_mult": 0.5}, None),
     ],
 )
 def test_zoo_models_match_after_rewrite(name: str, kwargs: dict, chains: int | None) -> None:
     model = _trained_looking(create_zoo_model(name, **kwargs))
-    x = torch.randn(3, 3, 32, 32)
     fast = use_direct_convs(fold_bn(model))
     n_chains = sum(isinstance(m, DirectChain) for m in fast.modules())
     assert n_chains >= 1
     if chains is not None:
-        assert n_chains == chains  # one chain per ResNet stage
-    with torch.inference_mode():
-        _close(fast(x), model(x))
+        assert n_chains == chains
+    for n in (1, 3):  # one image (layers split across threads) and several
+        x = torch.randn(n, 3, 32, 32)
+        with torch.inference_mode():
+            _close(fast(x), model(x))
     # The original is untouched and still trains.
     assert all(p.requires_grad for p in model.parameters())
 
@@ -134,12 +157,12 @@ def test_pruned_resnet_chains_fuse_the_residual_adds() -> None:
     groups = dependency_groups(model, x[:1])
     remove_groups(model, [(g, range(g.size // 2)) for g in groups])
     fast = use_direct_convs(fold_bn(model))
-    convs = [m for m in fast.modules() if isinstance(m, DirectConv3x3)]
-    # 3x3 stride-1 convs: the stem and 17 of the 18 block convs (2 block conv1s have stride 2).
-    assert len(convs) == 17
-    assert sum(c.relu for c in convs) == 17
-    # Only the ReLUs after the two stride-2 convs (left to PyTorch) are still separate calls.
-    assert fast.code.count(".relu1(") == 2 and ".relu2(" not in fast.code
+    convs = [m for m in fast.modules() if isinstance(m, DirectConv)]
+    # The stem, 18 block convs and the two 1x1 shortcuts; a ReLU fused into all but those two.
+    assert len(convs) == 21
+    assert sum(c.relu for c in convs) == 19
+    assert sum(c.stride == 2 for c in convs) == 4
+    assert ".relu" not in fast.code and "add" not in fast.code
     with torch.inference_mode():
         _close(fast(x), model(x))
 
@@ -197,6 +220,9 @@ def test_inputs_the_kernel_does_not_take_fall_back_to_torch() -> None:
     with torch.inference_mode():
         x = torch.randn(2, 3, 5, 12)  # width 12: not a multiple of 8
         _close(fast(x), model(x))
+        down = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, stride=2)).eval()
+        x = torch.randn(2, 3, 9, 32)  # odd height at stride 2
+        _close(use_direct_convs(down)(x), down(x))
         xd = torch.randn(2, 3, 8, 8, dtype=torch.float64)
         _close(fast.double()(xd), model.double()(xd))  # float64: torch path
     model.float()
@@ -209,8 +235,12 @@ def test_inputs_the_kernel_does_not_take_fall_back_to_torch() -> None:
 def test_eligibility_is_exact() -> None:
     assert eligible(nn.Conv2d(4, 4, 3, padding=1))
     assert eligible(nn.Conv2d(4, 4, 3, padding="same"))
+    assert eligible(nn.Conv2d(4, 4, 3, padding=1, stride=2))
+    assert eligible(nn.Conv2d(4, 4, 1, stride=2))
     for conv in (
-        nn.Conv2d(4, 4, 3, padding=1, stride=2),
+        nn.Conv2d(4, 4, 3, padding=1, stride=3),
+        nn.Conv2d(4, 4, 1, padding=1),
+        nn.Conv2d(4, 4, 3, padding=1, stride=(1, 2)),
         nn.Conv2d(4, 4, 3, padding=2, dilation=2),
         nn.Conv2d(4, 4, 3, padding=1, groups=2),
         nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"),
@@ -219,13 +249,13 @@ def test_eligibility_is_exact() -> None:
         nn.Conv2d(4, 4, 3, padding=1).double(),
     ):
         assert not eligible(conv), conv
-    with pytest.raises(ValueError, match="not a 3x3 / stride 1 / padding 1 conv"):
-        DirectConv3x3(nn.Conv2d(4, 4, 1))
+    with pytest.raises(ValueError, match="not a convolution the direct kernel runs"):
+        DirectConv(nn.Conv2d(4, 4, 5))
 
 
 @needs_kernel
 def test_model_without_eligible_convs_is_refused_by_name() -> None:
-    with pytest.raises(RuntimeError, match="no 3x3 / stride 1 / padding 1 float32 Conv2d"):
+    with pytest.raises(RuntimeError, match="no float32 Conv2d the kernel runs"):
         use_direct_convs(create_zoo_model("lenet5"))
 
 

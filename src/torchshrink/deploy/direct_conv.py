@@ -1,19 +1,20 @@
-"""Run a model's 3x3 convolutions on the direct kernel, fused and chained per image.
+"""Run a model's convolutions on the direct kernel, fused and chained per image.
 
 :func:`use_direct_convs` rewrites a copy of the model in three steps:
 
 1. every ``nn.Conv2d`` the kernel of :mod:`torchshrink.deploy.direct_kernel` computes exactly
-   (3x3, stride 1, padding 1, no dilation, one group, float32) becomes a
-   :class:`DirectConv3x3`;
+   (3x3 with padding 1 or 1x1, stride 1 or 2, no dilation, one group, float32) becomes a
+   :class:`DirectConv`;
 2. when the model traces with ``torch.fx``, ``relu(conv(x))``, ``conv(x) + r`` and
    ``relu(conv(x) + r)`` become one layer each (``nn.Identity`` nodes, which BatchNorm folding
    leaves behind, are dropped first);
-3. consecutive such layers (a ResNet stage) become one :class:`DirectChain`, which runs them
-   image by image in one call, the activations in the thread's cache.
+3. consecutive such layers become one :class:`DirectChain`, which runs them image by image in
+   one call, the activations in the thread's cache. For a CIFAR ResNet that is every layer
+   but the pooling and the classifier.
 
 A model that does not trace gets each convolution replaced on its own (a chain of one).
-Anything the kernel does not take (another dtype or device, a width not a multiple of 8, an
-input that needs gradients, mismatched residual shapes) runs on ``torch.conv2d`` instead, so
+Anything the kernel does not take (another dtype or device, an output width not a multiple
+of 8, an odd size at stride 2, an input that needs gradients) runs on ``torch.conv2d``, so
 the rewritten model computes the same function for every input.
 :func:`~torchshrink.deploy.optimize.optimize_for_inference` tries it as the ``direct``
 candidate and keeps it only where it is measured faster and matches the original's output.
@@ -42,8 +43,8 @@ from torch import fx, nn
 from torchshrink.deploy import direct_kernel
 
 
-class DirectConv3x3(nn.Module):
-    """A 3x3 / stride-1 / padding-1 convolution with an optional fused residual add and ReLU.
+class DirectConv(nn.Module):
+    """A 3x3 (padding 1) or 1x1 convolution, stride 1 or 2, with an optional residual and ReLU.
 
     ``forward(x, residual=None)`` returns ``[relu](conv(x) [+ residual])`` (on
     ``torch.conv2d``; inside a :class:`DirectChain` it runs on the direct kernel).
@@ -55,7 +56,7 @@ class DirectConv3x3(nn.Module):
     Example:
         >>> import torch
         >>> conv = torch.nn.Conv2d(3, 5, 3, padding=1)
-        >>> d = DirectConv3x3(conv, relu=True)
+        >>> d = DirectConv(conv, relu=True)
         >>> x, r = torch.randn(1, 3, 4, 4), torch.randn(1, 5, 4, 4)
         >>> bool(torch.allclose(d(x, r), torch.relu(conv(x) + r), atol=1e-5))
         True
@@ -67,25 +68,28 @@ class DirectConv3x3(nn.Module):
     def __init__(self, conv: nn.Conv2d, *, relu: bool = False) -> None:
         super().__init__()
         if not eligible(conv):
-            raise ValueError(f"DirectConv3x3: not a 3x3 / stride 1 / padding 1 conv: {conv}")
+            raise ValueError(f"DirectConv: not a convolution the direct kernel runs: {conv}")
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.stride = int(conv.stride[0])
+        self.padding = int(conv.kernel_size[0]) // 2
         self.relu: bool = relu
         self.register_buffer("weight", conv.weight.detach().clone())
         bias = None if conv.bias is None else conv.bias.detach().clone()
         self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        y = F.conv2d(x, self.weight, self.bias, padding=1)
+        y = F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
         if residual is not None:
             y = y + residual
         return torch.relu(y) if self.relu else y
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, relu={self.relu}"
+        k = 2 * self.padding + 1
+        return f"{self.in_channels}, {self.out_channels}, {k}x{k}, stride={self.stride}, relu={self.relu}"
 
 
 class DirectChain(nn.Module):
-    """Consecutive :class:`DirectConv3x3` layers run by one call of the direct kernel.
+    """Consecutive :class:`DirectConv` layers run by one call of the direct kernel.
 
     Values are numbered: ``0 .. n_inputs-1`` are the chain's inputs, ``n_inputs + i`` is the
     output of layer ``i``. ``forward(*inputs)`` returns the tuple of ``outputs`` values.
@@ -99,7 +103,7 @@ class DirectChain(nn.Module):
     Example:
         >>> import torch
         >>> c1, c2 = torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
-        >>> chain = DirectChain([DirectConv3x3(c1, relu=True), DirectConv3x3(c2, relu=True)],
+        >>> chain = DirectChain([DirectConv(c1, relu=True), DirectConv(c2, relu=True)],
         ...                     [(0, None), (1, 1)], n_inputs=1, outputs=[2])
         >>> x = torch.randn(2, 4, 8, 8)
         >>> h = torch.relu(c1(x))
@@ -109,7 +113,7 @@ class DirectChain(nn.Module):
 
     def __init__(
         self,
-        layers: Sequence[DirectConv3x3],
+        layers: Sequence[DirectConv],
         wiring: Sequence[tuple[int, int | None]],
         *,
         n_inputs: int,
@@ -123,31 +127,16 @@ class DirectChain(nn.Module):
         self.n_inputs = n_inputs
         self.outputs = list(outputs)
         self._slots = _assign_slots(self.wiring, n_inputs, self.outputs)
-        self._kernel_layers: list[direct_kernel.ChainLayer] | None = None
+        self._kernel: list[direct_kernel.ChainLayer] | None = None
+        self._shapes_ok: dict[tuple[tuple[int, ...], ...], bool] = {}
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self._fast(inputs):
-            slot = self._slots
-            kl = self._kernel_layers
-            if kl is None:  # built once; concurrent first calls build equal layers
-                kl = self._kernel_layers = [
-                    direct_kernel.ChainLayer(
-                        src=slot[s],
-                        res=-1 if r is None else slot[r],
-                        dst=slot[self.n_inputs + i],
-                        weight=layer.weight,
-                        bias=layer.bias,
-                        relu=layer.relu,
-                    )
-                    for i, (layer, (s, r)) in enumerate(
-                        zip(self._convs(), self.wiring, strict=True)
-                    )
-                ]
             outs = direct_kernel.run_chain(
-                kl,
+                self._kernel_layers(),
                 list(inputs),
-                inputs=[slot[i] for i in range(self.n_inputs)],
-                outputs=[slot[v] for v in self.outputs],
+                inputs=[self._slots[i] for i in range(self.n_inputs)],
+                outputs=[self._slots[v] for v in self.outputs],
             )
             return tuple(outs)
         values = list(inputs)
@@ -155,30 +144,49 @@ class DirectChain(nn.Module):
             values.append(layer(values[s], None if r is None else values[r]))
         return tuple(values[v] for v in self.outputs)
 
+    def _kernel_layers(self) -> list[direct_kernel.ChainLayer]:
+        kl = self._kernel
+        if kl is None:  # built once; concurrent first calls build equal layers
+            slot = self._slots
+            kl = self._kernel = [
+                direct_kernel.ChainLayer(
+                    src=slot[s],
+                    res=-1 if r is None else slot[r],
+                    dst=slot[self.n_inputs + i],
+                    weight=layer.weight,
+                    bias=layer.bias,
+                    relu=layer.relu,
+                    stride=layer.stride,
+                )
+                for i, (layer, (s, r)) in enumerate(zip(self._convs(), self.wiring, strict=True))
+            ]
+        return kl
+
     def _fast(self, inputs: Sequence[torch.Tensor]) -> bool:
-        if len(inputs) != self.n_inputs:
+        if len(inputs) != self.n_inputs or direct_kernel.kernel_unavailable_reason() is not None:
             return False
-        first = inputs[0]
-        if first.dim() != 4 or direct_kernel.vector_width(int(first.shape[3])) == 0:
-            return False
-        n, _, h, w = first.shape
         grad = torch.is_grad_enabled()
         for x in inputs:
             if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
                 return False
-            if (x.shape[0], x.shape[2], x.shape[3]) != (n, h, w) or (grad and x.requires_grad):
+            if x.shape[0] != inputs[0].shape[0] or x.shape[0] == 0 or (grad and x.requires_grad):
                 return False
-        channels = [int(x.shape[1]) for x in inputs]
-        for layer, (s, r) in zip(self._convs(), self.wiring, strict=True):
-            if channels[s] != layer.in_channels or (
-                r is not None and channels[r] != layer.out_channels
-            ):
-                return False
-            channels.append(layer.out_channels)
-        return n > 0 and direct_kernel.kernel_unavailable_reason() is None
+        key = tuple(tuple(x.shape[1:]) for x in inputs)
+        ok = self._shapes_ok.get(key)
+        if ok is None:
+            given = {
+                self._slots[i]: tuple(int(d) for d in x.shape[1:]) for i, x in enumerate(inputs)
+            }
+            try:
+                direct_kernel.chain_shapes(self._kernel_layers(), given)  # type: ignore[arg-type]
+                ok = True
+            except ValueError:
+                ok = False  # e.g. a width that is not a multiple of 8: the PyTorch path
+            self._shapes_ok[key] = ok
+        return ok
 
-    def _convs(self) -> list[DirectConv3x3]:
-        return [m for m in self.layers if isinstance(m, DirectConv3x3)]
+    def _convs(self) -> list[DirectConv]:
+        return [m for m in self.layers if isinstance(m, DirectConv)]
 
     def extra_repr(self) -> str:
         return f"layers={len(self.layers)}, inputs={self.n_inputs}, outputs={self.outputs}"
@@ -220,19 +228,26 @@ def _assign_slots(
 def eligible(module: nn.Module) -> bool:
     """Whether ``module`` is a plain float32 ``nn.Conv2d`` the direct kernel computes exactly.
 
+    That is 3x3 with padding 1 or 1x1 without padding, stride 1 or 2 (the same both ways),
+    no dilation, one group, zero padding.
+
     Example:
         >>> import torch
         >>> eligible(torch.nn.Conv2d(4, 4, 3, padding=1)), eligible(torch.nn.Conv2d(4, 4, 1))
-        (True, False)
+        (True, True)
+        >>> eligible(torch.nn.Conv2d(4, 4, 3)), eligible(torch.nn.Conv2d(4, 4, 5, padding=2))
+        (False, False)
     """
     if type(module) is not nn.Conv2d:
         return False
-    padding = module.padding
-    same = padding == "same" or tuple(padding) == (1, 1)  # type: ignore[arg-type]
+    k = tuple(module.kernel_size)
+    stride = tuple(module.stride)
+    pad = module.padding
+    if pad == "same":
+        pad = (1, 1) if k == (3, 3) and stride == (1, 1) else (-1, -1)
     return (
-        tuple(module.kernel_size) == (3, 3)
-        and tuple(module.stride) == (1, 1)
-        and same
+        ((k == (3, 3) and tuple(pad) == (1, 1)) or (k == (1, 1) and tuple(pad) == (0, 0)))  # type: ignore[arg-type]
+        and stride in ((1, 1), (2, 2))
         and tuple(module.dilation) == (1, 1)
         and module.groups == 1
         and module.padding_mode == "zeros"
@@ -256,7 +271,8 @@ def use_direct_convs(model: nn.Module) -> nn.Module:
     m = copy.deepcopy(model).eval()
     if not any(eligible(mod) for mod in m.modules()):
         raise RuntimeError(
-            "use_direct_convs: no 3x3 / stride 1 / padding 1 float32 Conv2d to replace"
+            "use_direct_convs: no float32 Conv2d the kernel runs (3x3 padding 1 or 1x1, stride 1 "
+            "or 2, one group) to replace"
         )
     for p in m.parameters():
         # An inference copy: no autograd bookkeeping around the layers left to PyTorch.
@@ -278,7 +294,7 @@ class _Single(nn.Module):
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
-        self.chain = DirectChain([DirectConv3x3(conv)], [(0, None)], n_inputs=1, outputs=[1])
+        self.chain = DirectChain([DirectConv(conv)], [(0, None)], n_inputs=1, outputs=[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.chain(x)[0]
@@ -293,7 +309,7 @@ def _replace_modules(model: nn.Module) -> nn.Module:
 
 
 def _fuse(gm: fx.GraphModule) -> None:
-    """Replace eligible conv nodes by DirectConv3x3 nodes, absorbing a following add / ReLU."""
+    """Replace eligible conv nodes by DirectConv nodes, absorbing a following add / ReLU."""
     graph = gm.graph
     modules = dict(gm.named_modules())
     for node in list(graph.nodes):
@@ -319,7 +335,7 @@ def _fuse(gm: fx.GraphModule) -> None:
         name = f"direct_conv{count}"
         count += 1
         conv = modules[node.target]
-        gm.add_submodule(name, DirectConv3x3(conv, relu=fuse_relu))  # type: ignore[arg-type]
+        gm.add_submodule(name, DirectConv(conv, relu=fuse_relu))  # type: ignore[arg-type]
         last = chain[-1]
         args = (node.args[0],) if residual is None else (node.args[0], residual)
         with graph.inserting_after(last):
@@ -330,11 +346,11 @@ def _fuse(gm: fx.GraphModule) -> None:
 
 
 def _chain(gm: fx.GraphModule) -> None:
-    """Group runs of consecutive DirectConv3x3 nodes into DirectChain nodes."""
+    """Group runs of consecutive DirectConv nodes into DirectChain nodes."""
     modules = dict(gm.named_modules())
     runs: list[list[fx.Node]] = [[]]
     for node in gm.graph.nodes:
-        if node.op == "call_module" and isinstance(modules.get(node.target), DirectConv3x3):
+        if node.op == "call_module" and isinstance(modules.get(node.target), DirectConv):
             runs[-1].append(node)
         elif runs[-1]:
             runs.append([])

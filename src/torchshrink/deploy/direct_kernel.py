@@ -59,21 +59,36 @@ import torch
 # Output channels per tile. 8 runs as fast as 16 on 16- to 64-channel layers here (52-55
 # GMAC/s per core either way) and wastes no lanes on 8-channel ones.
 COB = 8
-# Vectors per tile (3 x 8 = 24 accumulators); a row's last tile may hold 1 or 2.
+# Vectors per tile (3 x 8 = 24 accumulators); the last tile of a layer may hold 1 or 2.
 TILE_VECTORS = 3
-# (vector width, output channels per tile, vectors per tile).
-TILES = tuple((vl, COB, p) for vl in (16, 8) for p in range(1, TILE_VECTORS + 1))
+# Layer kinds: (taps, stride) - 3x3 or 1x1, stride 1 or 2.
+KINDS = ((9, 1), (9, 2), (1, 1), (1, 2))
+# (vector width, vectors per tile, taps, stride).
+TILES = tuple(
+    (vl, p, taps, stride)
+    for vl in (16, 8)
+    for p in range(1, TILE_VECTORS + 1)
+    for taps, stride in KINDS
+)
 _FLAGS = ("-O3", "-std=c++17", "-mavx512f", "-mavx512vl", "-mfma", "-fopenmp", "-shared", "-fPIC")
 
 
-def _tile_source(vl: int, cob: int, p: int) -> str:
+def _tile_source(vl: int, p: int, taps: int, stride: int) -> str:
     v, pre = ("__m512", "_mm512") if vl == 16 else ("__m256", "_mm256")
+    cob = COB
     lines = [
-        f"static void tile_{vl}_{cob}_{p}(const float* __restrict x, const float* __restrict wp,",
-        "    const float* __restrict bias, const float* __restrict res, float* __restrict y,",
-        "    int ci_n, long ps, const long* __restrict voff, const long* __restrict toff,",
-        "    int co0, int co_n, int relu) {",
+        f"static void tile_{vl}_{p}_{taps}_{stride}(const float* __restrict x,",
+        "    const float* __restrict wp, const float* __restrict bias,",
+        "    const float* __restrict res, float* __restrict y, int ci_n, long ps_in, long ps_out,",
+        "    const long* __restrict vin, const long* __restrict vout,",
+        "    const long* __restrict toff, int co0, int co_n, int relu) {",
     ]
+    if stride == 2:  # even lanes of two consecutive vectors: every other input column
+        idx = ", ".join(str(2 * i) for i in reversed(range(vl)))
+        if vl == 16:
+            lines.append(f"  const __m512i even = _mm512_set_epi32({idx});")
+        else:
+            lines.append(f"  const __m256i even = _mm256_set_epi32({idx});")
     # Accumulators are named variables, not an array: GCC keeps an array of vectors in
     # memory and stores it back on every iteration, which costs about 2.5x here.
     for j in range(cob):
@@ -81,14 +96,21 @@ def _tile_source(vl: int, cob: int, p: int) -> str:
             f"  {v} b{j} = {pre}_set1_ps(bias && co0 + {j} < co_n ? bias[co0 + {j}] : 0.f);"
         )
         lines += [f"  {v} a{q}_{j} = b{j};" for q in range(p)]
-    lines += [f"  const long t{t} = toff[{t}];" for t in range(9)]
+    lines += [f"  const long t{t} = toff[{t}];" for t in range(taps)]
     lines += [
         "  for (int ci = 0; ci < ci_n; ++ci) {",
-        f"    const float* wc = wp + (size_t)ci * 9 * {cob};",
+        f"    const float* wc = wp + (size_t)ci * {taps * cob};",
     ]
-    lines += [f"    const float* x{q} = x + ci * ps + voff[{q}];" for q in range(p)]
-    for t in range(9):
-        loads = " ".join(f"{v} i{q} = {pre}_loadu_ps(x{q} + t{t});" for q in range(p))
+    lines += [f"    const float* x{q} = x + ci * ps_in + vin[{q}];" for q in range(p)]
+    for t in range(taps):
+        if stride == 1:
+            loads = " ".join(f"{v} i{q} = {pre}_loadu_ps(x{q} + t{t});" for q in range(p))
+        else:
+            loads = " ".join(
+                f"{v} i{q} = {pre}_permutex2var_ps({pre}_loadu_ps(x{q} + t{t}), even,"
+                f" {pre}_loadu_ps(x{q} + t{t} + {vl}));"
+                for q in range(p)
+            )
         lines.append(f"    {{ {loads}")
         for j in range(cob):
             fmas = " ".join(f"a{q}_{j} = {pre}_fmadd_ps(w, i{q}, a{q}_{j});" for q in range(p))
@@ -98,8 +120,8 @@ def _tile_source(vl: int, cob: int, p: int) -> str:
     for j in range(cob):
         for q in range(p):
             lines.append(
-                f"  if (co0 + {j} < co_n) {{ long o = (co0 + {j}) * ps + voff[{q}]; {v} r = a{q}_{j};"
-                f" if (res) r = {pre}_add_ps(r, {pre}_loadu_ps(res + o));"
+                f"  if (co0 + {j} < co_n) {{ long o = (co0 + {j}) * ps_out + vout[{q}];"
+                f" {v} r = a{q}_{j}; if (res) r = {pre}_add_ps(r, {pre}_loadu_ps(res + o));"
                 f" if (relu) r = {pre}_max_ps(r, {pre}_setzero_ps());"
                 f" {pre}_storeu_ps(y + o, r); }}"
             )
@@ -109,145 +131,205 @@ def _tile_source(vl: int, cob: int, p: int) -> str:
 
 def _dispatch_source() -> str:
     lines = [
-        "static void run_tile(int vl, int cob, int p, const float* x, const float* wp,",
-        "    const float* bias, const float* res, float* y, int ci_n, long ps,",
-        "    const long* voff, const long* toff, int co0, int co_n, int relu) {",
+        "static void run_tile(int vl, int p, int taps, int stride, const float* x,",
+        "    const float* wp, const float* bias, const float* res, float* y, int ci_n,",
+        "    long ps_in, long ps_out, const long* vin, const long* vout, const long* toff,",
+        "    int co0, int co_n, int relu) {",
     ]
-    for vl, cob, p in TILES:
+    for vl, p, taps, stride in TILES:
         lines.append(
-            f"  if (vl == {vl} && cob == {cob} && p == {p}) {{ tile_{vl}_{cob}_{p}(x, wp, bias,"
-            " res, y, ci_n, ps, voff, toff, co0, co_n, relu); return; }"
+            f"  if (vl == {vl} && p == {p} && taps == {taps} && stride == {stride}) {{"
+            f" tile_{vl}_{p}_{taps}_{stride}(x, wp, bias, res, y, ci_n, ps_in, ps_out, vin,"
+            " vout, toff, co0, co_n, relu); return; }"
         )
     lines.append("}")
     return "\n".join(lines)
 
 
 _DRIVER = r"""
-struct Geom {
-  int h, w, vl, wp_;
-  long ps;         // floats per padded plane: (h + 2) * (w + 2)
-  long* voff;      // plane offset of every output vector, row by row
-  long toff[9];    // offset of each tap relative to the output position
-  int nvec;
+static inline long plane(int h, int w) { return (long)(h + 2) * (w + 2); }
+static inline long pos(int w, int r, int c) { return (long)(r + 1) * (w + 2) + c + 1; }
+
+// desc, per layer (DESC ints): src slot, residual slot (-1: none), dst slot, ci, co, relu,
+// taps (9 or 1), stride (1 or 2), input h, input w, output h, output w.
+#define DESC 12
+
+struct Plan {             // per layer: where each output vector is and where it reads
+  int vl, nvec, taps, stride;
+  long ps_in, ps_out;
+  long* vin;              // input plane offset of the centre tap of each output vector
+  long* vout;             // output plane offset of each output vector
+  long toff[9];
 };
 
-static void geom_init(Geom* g, int h, int w, int vl) {
-  g->h = h; g->w = w; g->vl = vl; g->wp_ = w + 2; g->ps = (long)(h + 2) * (w + 2);
-  g->nvec = h * (w / vl);
-  g->voff = (long*)malloc(sizeof(long) * (g->nvec + 1));
+static void plan_init(Plan* pl, const int* d) {
+  const int taps = d[6], stride = d[7], hi = d[8], wi = d[9], ho = d[10], wo = d[11];
+  pl->taps = taps; pl->stride = stride;
+  pl->vl = wo % 16 == 0 ? 16 : 8;
+  pl->nvec = ho * (wo / pl->vl);
+  pl->ps_in = plane(hi, wi); pl->ps_out = plane(ho, wo);
+  pl->vin = (long*)malloc(sizeof(long) * pl->nvec);
+  pl->vout = (long*)malloc(sizeof(long) * pl->nvec);
   int k = 0;
-  for (int r = 0; r < h; ++r)
-    for (int c = 0; c < w; c += vl) g->voff[k++] = (long)(r + 1) * g->wp_ + c + 1;
-  for (int t = 0; t < 9; ++t) g->toff[t] = (long)(t / 3 - 1) * g->wp_ + (t % 3 - 1);
+  for (int r = 0; r < ho; ++r)
+    for (int c = 0; c < wo; c += pl->vl, ++k) {
+      pl->vout[k] = pos(wo, r, c);
+      pl->vin[k] = pos(wi, r * stride, c * stride);
+    }
+  for (int t = 0; t < 9; ++t)
+    pl->toff[t] = taps == 9 ? (long)(t / 3 - 1) * (wi + 2) + (t % 3 - 1) : 0;
 }
 
-// desc, per layer: src slot, residual slot (-1: none), dst slot, ci, co, relu, cob, p
-static void layer_tiles(const Geom* g, const int* d, const float* wpk, const float* bias,
+static long layer_work(const Plan* pl, const int* d) {
+  return (long)((d[4] + COB - 1) / COB) * ((pl->nvec + TILE_VECTORS - 1) / TILE_VECTORS);
+}
+
+static void layer_tiles(const Plan* pl, const int* d, const float* wpk, const float* bias,
                         float* ws, long slot_floats, long lo, long hi) {
   const int src = d[0], res = d[1], dst = d[2], ci = d[3], co = d[4], relu = d[5];
-  const int cob = d[6], p = d[7];
-  const int tiles = (g->nvec + p - 1) / p;
+  const int tiles = (pl->nvec + TILE_VECTORS - 1) / TILE_VECTORS;
   for (long i = lo; i < hi; ++i) {
     const int b = (int)(i / tiles), tl = (int)(i % tiles);
-    const int pe = g->nvec - tl * p < p ? g->nvec - tl * p : p;  // the last tile may be short
-    run_tile(g->vl, cob, pe, ws + src * slot_floats, wpk + (size_t)b * ci * 9 * cob, bias,
-             res >= 0 ? ws + res * slot_floats : nullptr, ws + dst * slot_floats, ci, g->ps,
-             g->voff + (long)tl * p, g->toff, b * cob, co, relu);
+    const int left = pl->nvec - tl * TILE_VECTORS;
+    const int pe = left < TILE_VECTORS ? left : TILE_VECTORS;  // the last tile may be short
+    const long v0 = (long)tl * TILE_VECTORS;
+    run_tile(pl->vl, pe, pl->taps, pl->stride, ws + src * slot_floats,
+             wpk + (size_t)b * ci * pl->taps * COB, bias,
+             res >= 0 ? ws + res * slot_floats : nullptr, ws + dst * slot_floats, ci,
+             pl->ps_in, pl->ps_out, pl->vin + v0, pl->vout + v0, pl->toff, b * COB, co, relu);
   }
 }
 
-static long layer_work(const Geom* g, const int* d) {
-  return (long)((d[4] + d[6] - 1) / d[6]) * ((g->nvec + d[7] - 1) / d[7]);
+// The borders of a slot's planes must be zero for the geometry of the value written into it.
+// A slot reused for a value of another size (or with more channels) is cleared first; the
+// state (h, w, channels whose borders are clean) is per workspace, h = -1 meaning all zero.
+struct SlotState { int h, w, c; };
+
+static void prepare(float* slot0, SlotState* st, int c, int h, int w) {
+  if (st->h < 0) { st->h = h; st->w = w; st->c = c; return; }
+  const long ps = plane(h, w);
+  if (st->h != h || st->w != w) {
+    memset(slot0, 0, sizeof(float) * c * ps);
+    st->h = h; st->w = w; st->c = c;
+  } else if (c > st->c) {
+    memset(slot0 + st->c * ps, 0, sizeof(float) * (c - st->c) * ps);
+    st->c = c;
+  }
 }
 
-static void copy_in(const Geom* g, float* plane0, const float* src, int c) {
+// io: (slot, channels, h, w) per tensor
+static void copy_in(float* plane0, const float* src, const int* io) {
+  const int c = io[1], h = io[2], w = io[3];
+  const long ps = plane(h, w);
   for (int k = 0; k < c; ++k)
-    for (int r = 0; r < g->h; ++r)
-      memcpy(plane0 + k * g->ps + (long)(r + 1) * g->wp_ + 1, src + ((long)k * g->h + r) * g->w,
-             sizeof(float) * g->w);
+    for (int r = 0; r < h; ++r)
+      memcpy(plane0 + k * ps + pos(w, r, 0), src + ((long)k * h + r) * w, sizeof(float) * w);
 }
 
-static void copy_out(const Geom* g, const float* plane0, float* dst, int c) {
+static void copy_out(const float* plane0, float* dst, const int* io) {
+  const int c = io[1], h = io[2], w = io[3];
+  const long ps = plane(h, w);
   for (int k = 0; k < c; ++k)
-    for (int r = 0; r < g->h; ++r)
-      memcpy(dst + ((long)k * g->h + r) * g->w, plane0 + k * g->ps + (long)(r + 1) * g->wp_ + 1,
-             sizeof(float) * g->w);
+    for (int r = 0; r < h; ++r)
+      memcpy(dst + ((long)k * h + r) * w, plane0 + k * ps + pos(w, r, 0), sizeof(float) * w);
 }
 
 extern "C" {
 
-// [Co][Ci][3][3] -> [ceil(Co/cob)][Ci][9][cob], zero padded.
-void ts_pack_weights(const float* w, int co_n, int ci_n, int cob, float* out) {
-  int nb = (co_n + cob - 1) / cob;
-  memset(out, 0, sizeof(float) * (size_t)nb * ci_n * 9 * cob);
+// [Co][Ci][taps] -> [ceil(Co/COB)][Ci][taps][COB], zero padded.
+void ts_pack_weights(const float* w, int co_n, int ci_n, int taps, float* out) {
+  int nb = (co_n + COB - 1) / COB;
+  memset(out, 0, sizeof(float) * (size_t)nb * ci_n * taps * COB);
   for (int co = 0; co < co_n; ++co)
     for (int ci = 0; ci < ci_n; ++ci)
-      for (int t = 0; t < 9; ++t)
-        out[(((size_t)(co / cob) * ci_n + ci) * 9 + t) * cob + co % cob] =
-            w[((size_t)co * ci_n + ci) * 9 + t];
+      for (int t = 0; t < taps; ++t)
+        out[(((size_t)(co / COB) * ci_n + ci) * taps + t) * COB + co % COB] =
+            w[((size_t)co * ci_n + ci) * taps + t];
 }
 
-// Runs nl layers (3x3, stride 1, pad 1) over n images of h x w; NCHW float32 in and out.
-// ins / outs: image-batch tensors of value slots in_desc / out_desc (pairs: slot, channels).
-int ts_chain(int n, int h, int w, int vl, int nl, const int* desc, const float* const* wts,
-             const float* const* biases, int nin, const int* in_desc, const float* const* ins,
-             int nout, const int* out_desc, float* const* outs, int nslots, int cmax,
+// Runs nl layers over n images; NCHW float32 in and out. ins / outs: batch tensors of the
+// slots in in_io / out_io (4 ints each: slot, channels, h, w). slot_floats: floats per slot.
+int ts_chain(int n, int nl, const int* desc, const float* const* wts,
+             const float* const* biases, int nin, const int* in_io, const float* const* ins,
+             int nout, const int* out_io, float* const* outs, int nslots, long slot_floats,
              int threads) {
-  if (w % vl || (vl != 8 && vl != 16)) return 1;
+  if (nl <= 0 || nslots <= 0 || threads <= 0) return 1;
   for (int l = 0; l < nl; ++l) {
-    const int cob = desc[l * 8 + 6], p = desc[l * 8 + 7];
-    if (cob != COB || p < 1 || p > TILE_VECTORS) return 2;
+    const int* d = desc + l * DESC;
+    const int taps = d[6], stride = d[7], hi = d[8], wi = d[9], ho = d[10], wo = d[11];
+    if ((taps != 9 && taps != 1) || (stride != 1 && stride != 2)) return 1;
+    if (wo % 8 || hi != ho * stride || wi != wo * stride) return 2;
   }
-  Geom g;
-  geom_init(&g, h, w, vl);
-  const long slot_floats = (long)cmax * g.ps + 16;
+  Plan* plans = (Plan*)calloc((size_t)nl, sizeof(Plan));
+  if (!plans) return 3;
+  for (int l = 0; l < nl; ++l) plan_init(&plans[l], desc + l * DESC);
   int err = 0;
   if (n >= threads) {
     // Whole images per thread: no barrier between layers, planes stay in the thread's cache.
 #pragma omp parallel num_threads(threads)
     {
       float* ws = (float*)calloc((size_t)nslots * slot_floats, sizeof(float));
-      if (!ws) {
+      SlotState* st = (SlotState*)malloc(sizeof(SlotState) * nslots);
+      if (!ws || !st) {
 #pragma omp atomic write
         err = 3;
+      } else {
+        for (int k = 0; k < nslots; ++k) st[k].h = -1;
       }
 #pragma omp for schedule(static)
       for (int i = 0; i < n; ++i) {
-        if (!ws) continue;
-        for (int k = 0; k < nin; ++k)
-          copy_in(&g, ws + in_desc[2 * k] * slot_floats,
-                  ins[k] + (long)i * in_desc[2 * k + 1] * h * w, in_desc[2 * k + 1]);
-        for (int l = 0; l < nl; ++l)
-          layer_tiles(&g, desc + l * 8, wts[l], biases[l], ws, slot_floats, 0,
-                      layer_work(&g, desc + l * 8));
-        for (int k = 0; k < nout; ++k)
-          copy_out(&g, ws + out_desc[2 * k] * slot_floats,
-                   outs[k] + (long)i * out_desc[2 * k + 1] * h * w, out_desc[2 * k + 1]);
+        if (!ws || !st) continue;
+        for (int k = 0; k < nin; ++k) {
+          const int* io = in_io + 4 * k;
+          prepare(ws + io[0] * slot_floats, st + io[0], io[1], io[2], io[3]);
+          copy_in(ws + io[0] * slot_floats, ins[k] + (long)i * io[1] * io[2] * io[3], io);
+        }
+        for (int l = 0; l < nl; ++l) {
+          const int* d = desc + l * DESC;
+          prepare(ws + d[2] * slot_floats, st + d[2], d[4], d[10], d[11]);
+          layer_tiles(&plans[l], d, wts[l], biases[l], ws, slot_floats, 0,
+                      layer_work(&plans[l], d));
+        }
+        for (int k = 0; k < nout; ++k) {
+          const int* io = out_io + 4 * k;
+          copy_out(ws + io[0] * slot_floats, outs[k] + (long)i * io[1] * io[2] * io[3], io);
+        }
       }
       free(ws);
+      free(st);
     }
   } else {
     // Fewer images than threads: one image at a time, each layer's tiles split across threads.
     float* ws = (float*)calloc((size_t)nslots * slot_floats, sizeof(float));
-    if (!ws) { free(g.voff); return 3; }
-    for (int i = 0; i < n; ++i) {
-      for (int k = 0; k < nin; ++k)
-        copy_in(&g, ws + in_desc[2 * k] * slot_floats,
-                ins[k] + (long)i * in_desc[2 * k + 1] * h * w, in_desc[2 * k + 1]);
+    SlotState* st = (SlotState*)malloc(sizeof(SlotState) * nslots);
+    if (!ws || !st) err = 3;
+    for (int k = 0; st && k < nslots; ++k) st[k].h = -1;
+    for (int i = 0; ws && st && i < n; ++i) {
+      for (int k = 0; k < nin; ++k) {
+        const int* io = in_io + 4 * k;
+        prepare(ws + io[0] * slot_floats, st + io[0], io[1], io[2], io[3]);
+        copy_in(ws + io[0] * slot_floats, ins[k] + (long)i * io[1] * io[2] * io[3], io);
+      }
 #pragma omp parallel num_threads(threads)
       for (int l = 0; l < nl; ++l) {
-        const long work = layer_work(&g, desc + l * 8);
+        const int* d = desc + l * DESC;
+        const long work = layer_work(&plans[l], d);
+#pragma omp single
+        prepare(ws + d[2] * slot_floats, st + d[2], d[4], d[10], d[11]);
 #pragma omp for schedule(static)
         for (long j = 0; j < work; ++j)
-          layer_tiles(&g, desc + l * 8, wts[l], biases[l], ws, slot_floats, j, j + 1);
+          layer_tiles(&plans[l], d, wts[l], biases[l], ws, slot_floats, j, j + 1);
       }
-      for (int k = 0; k < nout; ++k)
-        copy_out(&g, ws + out_desc[2 * k] * slot_floats,
-                 outs[k] + (long)i * out_desc[2 * k + 1] * h * w, out_desc[2 * k + 1]);
+      for (int k = 0; k < nout; ++k) {
+        const int* io = out_io + 4 * k;
+        copy_out(ws + io[0] * slot_floats, outs[k] + (long)i * io[1] * io[2] * io[3], io);
+      }
     }
     free(ws);
+    free(st);
   }
-  free(g.voff);
+  for (int l = 0; l < nl; ++l) { free(plans[l].vin); free(plans[l].vout); }
+  free(plans);
   return err;
 }
 }
@@ -334,7 +416,8 @@ def _load() -> ctypes.CDLL:
             _ERROR = str(exc)
             raise RuntimeError(_ERROR) from exc
         ptr, i32 = ctypes.c_void_p, ctypes.c_int
-        lib.ts_chain.argtypes = [i32] * 5 + [ptr] * 3 + [i32, ptr, ptr, i32, ptr, ptr] + [i32] * 3
+        lib.ts_chain.argtypes = [i32, i32, ptr, ptr, ptr, i32, ptr, ptr, i32, ptr, ptr]
+        lib.ts_chain.argtypes += [i32, ctypes.c_long, i32]
         lib.ts_chain.restype = i32
         lib.ts_pack_weights.argtypes = [ptr, i32, i32, i32, ptr]
         _LIB = lib
@@ -364,10 +447,11 @@ def vector_width(w: int) -> int:
 
 @dataclass
 class ChainLayer:
-    """One 3x3 / stride-1 / padding-1 layer of a chain: ``dst = [relu](conv(src) [+ res])``.
+    """One layer of a chain: ``dst = [relu](conv(src) [+ res])``.
 
+    The convolution is 3x3 with padding 1 or 1x1 without padding, at stride 1 or 2.
     ``src``, ``res`` and ``dst`` are value slots (``res=-1``: no residual); a slot may be
-    reused once its value is dead. ``weight`` is ``[Co, Ci, 3, 3]`` float32.
+    reused once its value is dead. ``weight`` is ``[Co, Ci, 3, 3]`` or ``[Co, Ci, 1, 1]``.
     """
 
     src: int
@@ -376,17 +460,26 @@ class ChainLayer:
     weight: torch.Tensor
     bias: torch.Tensor | None
     relu: bool
+    stride: int = 1
     packed: torch.Tensor = field(init=False, repr=False)
     bias32: torch.Tensor | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        co, ci = int(self.weight.shape[0]), int(self.weight.shape[1])
-        cob = COB
+        co, ci, kh, kw = (int(d) for d in self.weight.shape)
+        if (kh, kw) not in ((3, 3), (1, 1)) or self.stride not in (1, 2):
+            raise ValueError(
+                f"ChainLayer: 3x3 or 1x1 kernels at stride 1 or 2 only, got {kh}x{kw} "
+                f"stride {self.stride}"
+            )
         w = self.weight.detach().to(torch.float32).contiguous()
-        self.packed = torch.empty(-(-co // cob) * ci * 9 * cob, dtype=torch.float32)
-        _library().ts_pack_weights(w.data_ptr(), co, ci, cob, self.packed.data_ptr())
+        self.packed = torch.empty(-(-co // COB) * ci * self.taps * COB, dtype=torch.float32)
+        _library().ts_pack_weights(w.data_ptr(), co, ci, self.taps, self.packed.data_ptr())
         b = self.bias
         self.bias32 = None if b is None else b.detach().to(torch.float32).contiguous()
+
+    @property
+    def taps(self) -> int:
+        return int(self.weight.shape[2] * self.weight.shape[3])
 
     @property
     def in_channels(self) -> int:
@@ -395,6 +488,37 @@ class ChainLayer:
     @property
     def out_channels(self) -> int:
         return int(self.weight.shape[0])
+
+
+Shape = tuple[int, int, int]  # channels, height, width
+
+
+def chain_shapes(layers: Sequence[ChainLayer], inputs: dict[int, Shape]) -> list[Shape]:
+    """The output shape of every layer of a chain, given its inputs' ``(C, H, W)`` by slot.
+
+    Raises:
+        ValueError: a layer the kernel cannot run on these shapes (the reason is given).
+    """
+    held = dict(inputs)
+    out: list[Shape] = []
+    for i, layer in enumerate(layers):
+        src = held.get(layer.src)
+        if src is None or src[0] != layer.in_channels:
+            raise ValueError(
+                f"layer {i}: slot {layer.src} does not hold {layer.in_channels} channels"
+            )
+        _, h, w = src
+        s = layer.stride
+        if s == 2 and (h % 2 or w % 2):
+            raise ValueError(f"layer {i}: stride 2 needs an even height and width, got {h}x{w}")
+        shape = (layer.out_channels, h // s, w // s)
+        if vector_width(shape[2]) == 0:
+            raise ValueError(f"layer {i}: output width {shape[2]} is not a multiple of 8")
+        if layer.res >= 0 and held.get(layer.res) != shape:
+            raise ValueError(f"layer {i}: residual slot {layer.res} does not hold {shape}")
+        held[layer.dst] = shape
+        out.append(shape)
+    return out
 
 
 def run_chain(
@@ -408,47 +532,48 @@ def run_chain(
 
     Args:
         layers: the chain (each reads slots written by earlier layers or given as inputs).
-        values: the input tensors, ``[N, C_k, H, W]`` float32 on the CPU, one per ``inputs``.
+        values: the input tensors, ``[N, C_k, H_k, W_k]`` float32 on the CPU, one per
+            ``inputs``.
         inputs: the slot of each input.
         outputs: the slots to return, read at the end of the chain (so no later layer may
             overwrite an output's slot).
 
     Raises:
-        ValueError: inputs the kernel does not take (see :func:`vector_width`).
+        ValueError: inputs the kernel does not take (see :func:`chain_shapes`).
         RuntimeError: the kernel is unavailable here (:func:`kernel_unavailable_reason`).
     """
     if not values or len(values) != len(inputs):
         raise ValueError("run_chain: give one tensor per input slot")
-    n, _, h, w = values[0].shape
-    vl = vector_width(int(w))
+    n = int(values[0].shape[0])
     for v in values:
-        if v.dim() != 4 or v.dtype != torch.float32 or v.device.type != "cpu":
+        if v.dim() != 4 or v.dtype != torch.float32 or v.device.type != "cpu" or v.shape[0] != n:
             raise ValueError(
-                f"run_chain: expected 4-D float32 CPU tensors, got {v.dtype} {tuple(v.shape)}"
+                "run_chain: expected 4-D float32 CPU tensors of one batch size, got "
+                f"{v.dtype} {tuple(v.shape)} on {v.device}"
             )
-        if (v.shape[0], v.shape[2], v.shape[3]) != (n, h, w):
-            raise ValueError("run_chain: every input must have the same batch and H x W")
-    if vl == 0:
-        raise ValueError(f"run_chain: width {w} is not a multiple of 8")
-    channels: dict[int, int] = {s: int(v.shape[1]) for s, v in zip(inputs, values, strict=True)}
+    given = {
+        s: (int(v.shape[1]), int(v.shape[2]), int(v.shape[3]))
+        for s, v in zip(inputs, values, strict=True)
+    }
+    for s, shape in given.items():
+        if vector_width(shape[2]) == 0 and any(layer.src == s for layer in layers):
+            raise ValueError(f"run_chain: width {shape[2]} is not a multiple of 8")
+    try:
+        shapes = chain_shapes(layers, given)
+    except ValueError as exc:
+        raise ValueError(f"run_chain: {exc}") from exc
+    held = dict(given)
     desc: list[int] = []
-    for layer in layers:
-        if channels.get(layer.src) != layer.in_channels:
-            raise ValueError(
-                f"run_chain: slot {layer.src} does not hold {layer.in_channels} channels"
-            )
-        if layer.res >= 0 and channels.get(layer.res) != layer.out_channels:
-            raise ValueError(
-                f"run_chain: residual slot {layer.res} does not hold {layer.out_channels} channels"
-            )
+    for layer, out in zip(layers, shapes, strict=True):
+        _, h, w = held[layer.src]
         desc += [layer.src, layer.res, layer.dst, layer.in_channels, layer.out_channels]
-        desc += [int(layer.relu), COB, TILE_VECTORS]
-        channels[layer.dst] = layer.out_channels
+        desc += [int(layer.relu), layer.taps, layer.stride, h, w, out[1], out[2]]
+        held[layer.dst] = out
     ins = [v.contiguous() for v in values]
-    outs = [torch.empty((n, channels[s], h, w), dtype=torch.float32) for s in outputs]
-    return _launch(
-        layers, desc, ins, list(inputs), outs, list(outputs), channels, (int(n), int(h), int(w), vl)
-    )
+    outs = [torch.empty((n, *held[s]), dtype=torch.float32) for s in outputs]
+    # A slot holds the largest value ever put in it: planes with a one-pixel border.
+    slot_floats = max(c * (h + 2) * (w + 2) for c, h, w in [*given.values(), *shapes]) + 64
+    return _launch(layers, desc, ins, list(inputs), outs, list(outputs), slot_floats)
 
 
 def _launch(
@@ -458,35 +583,30 @@ def _launch(
     in_slots: list[int],
     outs: list[torch.Tensor],
     out_slots: list[int],
-    channels: dict[int, int],
-    nhwv: tuple[int, int, int, int],
+    slot_floats: int,
 ) -> list[torch.Tensor]:
-    n, h, w, vl = nhwv
-    vp = ctypes.c_void_p
-    c_desc = (ctypes.c_int * len(desc))(*desc)
+    vp, i32 = ctypes.c_void_p, ctypes.c_int
     wts = (vp * len(layers))(*[layer.packed.data_ptr() for layer in layers])
     biases = (vp * len(layers))(
         *[0 if layer.bias32 is None else layer.bias32.data_ptr() for layer in layers]
     )
-    in_desc = [x for s, t in zip(in_slots, ins, strict=True) for x in (s, int(t.shape[1]))]
-    out_desc = [x for s, t in zip(out_slots, outs, strict=True) for x in (s, int(t.shape[1]))]
+    in_io = [x for s, t in zip(in_slots, ins, strict=True) for x in (s, *t.shape[1:])]
+    out_io = [x for s, t in zip(out_slots, outs, strict=True) for x in (s, *t.shape[1:])]
+    n_slots = 1 + max([*in_slots, *(layer.dst for layer in layers)])
     rc = _library().ts_chain(
-        n,
-        h,
-        w,
-        vl,
+        int(ins[0].shape[0]),
         len(layers),
-        c_desc,
+        (i32 * len(desc))(*desc),
         wts,
         biases,
         len(ins),
-        (ctypes.c_int * len(in_desc))(*in_desc),
+        (i32 * len(in_io))(*in_io),
         (vp * len(ins))(*[t.data_ptr() for t in ins]),
         len(outs),
-        (ctypes.c_int * len(out_desc))(*out_desc),
+        (i32 * len(out_io))(*out_io),
         (vp * len(outs))(*[t.data_ptr() for t in outs]),
-        max(channels) + 1,
-        max([*channels.values(), *(int(t.shape[1]) for t in ins)]),
+        n_slots,
+        slot_floats,
         torch.get_num_threads(),
     )
     if rc != 0:
