@@ -254,6 +254,45 @@ def test_eligibility_is_exact() -> None:
 
 
 @needs_kernel
+def test_a_bare_conv_runs_on_the_kernel() -> None:
+    conv = nn.Conv2d(8, 8, 3, padding=1).eval()
+    fast = use_direct_convs(conv)
+    (chain,) = [m for m in fast.modules() if isinstance(m, DirectChain)]
+    x = torch.randn(2, 8, 8, 16)
+    assert [seg.kernel is not None for seg in chain._plan((x,))] == [True]  # not PyTorch
+    with torch.inference_mode():
+        _close(fast(x), conv(x))
+
+
+@needs_kernel
+def test_layers_the_kernel_cannot_take_split_the_chain_at_run_time() -> None:
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, stride=2),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 1),
+    ).eval()
+    fast = use_direct_convs(net)
+    (chain,) = [m for m in fast.modules() if isinstance(m, DirectChain)]
+    # 16x16: every layer; 8x8: the layers after the stride-2 one are 4 wide, left to PyTorch;
+    # 15x16: the stride-2 layer (odd height) runs on PyTorch, the layers around it on the kernel.
+    for (h, w), kernel_runs in (
+        ((16, 16), [True]),
+        ((8, 8), [True, False]),
+        ((15, 16), [True, False, True]),
+        ((12, 12), [False]),
+    ):
+        x = torch.randn(3, 3, h, w)
+        plan = chain._plan((x,))
+        assert [seg.kernel is not None for seg in plan] == kernel_runs, (h, w)
+        with torch.inference_mode():
+            _close(fast(x), net(x))
+
+
+@needs_kernel
 def test_model_without_eligible_convs_is_refused_by_name() -> None:
     with pytest.raises(RuntimeError, match="no float32 Conv2d the kernel runs"):
         use_direct_convs(create_zoo_model("lenet5"))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import operator
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -126,70 +127,127 @@ class DirectChain(nn.Module):
         self.wiring: list[tuple[int, int | None]] = [(int(s), r) for s, r in wiring]
         self.n_inputs = n_inputs
         self.outputs = list(outputs)
-        self._slots = _assign_slots(self.wiring, n_inputs, self.outputs)
-        self._kernel: list[direct_kernel.ChainLayer] | None = None
-        self._shapes_ok: dict[tuple[tuple[int, ...], ...], bool] = {}
+        self._plans: dict[tuple[tuple[int, ...], ...], list[_Segment]] = {}
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if self._fast(inputs):
-            outs = direct_kernel.run_chain(
-                self._kernel_layers(),
-                list(inputs),
-                inputs=[self._slots[i] for i in range(self.n_inputs)],
-                outputs=[self._slots[v] for v in self.outputs],
-            )
-            return tuple(outs)
-        values = list(inputs)
-        for layer, (s, r) in zip(self._convs(), self.wiring, strict=True):
-            values.append(layer(values[s], None if r is None else values[r]))
+        values: dict[int, torch.Tensor] = dict(enumerate(inputs))
+        convs = self._convs()
+        for seg in self._plan(inputs):
+            if seg.kernel is None:  # PyTorch, layer by layer
+                for i in seg.layers:
+                    s, r = self.wiring[i]
+                    layer = convs[i]
+                    values[self.n_inputs + i] = layer(values[s], None if r is None else values[r])
+            else:
+                outs = direct_kernel.run_chain(
+                    seg.kernel,
+                    [values[v] for v in seg.inputs],
+                    inputs=seg.input_slots,
+                    outputs=seg.output_slots,
+                )
+                values.update(zip(seg.outputs, outs, strict=True))
         return tuple(values[v] for v in self.outputs)
 
-    def _kernel_layers(self) -> list[direct_kernel.ChainLayer]:
-        kl = self._kernel
-        if kl is None:  # built once; concurrent first calls build equal layers
-            slot = self._slots
-            kl = self._kernel = [
-                direct_kernel.ChainLayer(
-                    src=slot[s],
-                    res=-1 if r is None else slot[r],
-                    dst=slot[self.n_inputs + i],
-                    weight=layer.weight,
-                    bias=layer.bias,
-                    relu=layer.relu,
-                    stride=layer.stride,
-                )
-                for i, (layer, (s, r)) in enumerate(zip(self._convs(), self.wiring, strict=True))
-            ]
-        return kl
-
-    def _fast(self, inputs: Sequence[torch.Tensor]) -> bool:
+    def _plan(self, inputs: Sequence[torch.Tensor]) -> list[_Segment]:
+        """Runs of layers the kernel can take for these input shapes, and runs it cannot."""
+        everything = [_Segment(list(range(len(self.wiring))))]
         if len(inputs) != self.n_inputs or direct_kernel.kernel_unavailable_reason() is not None:
-            return False
+            return everything
         grad = torch.is_grad_enabled()
+        n = inputs[0].shape[0] if inputs and inputs[0].dim() == 4 else -1
         for x in inputs:
             if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
-                return False
-            if x.shape[0] != inputs[0].shape[0] or x.shape[0] == 0 or (grad and x.requires_grad):
-                return False
-        key = tuple(tuple(x.shape[1:]) for x in inputs)
-        ok = self._shapes_ok.get(key)
-        if ok is None:
-            given = {
-                self._slots[i]: tuple(int(d) for d in x.shape[1:]) for i, x in enumerate(inputs)
-            }
-            try:
-                direct_kernel.chain_shapes(self._kernel_layers(), given)  # type: ignore[arg-type]
-                ok = True
-            except ValueError:
-                ok = False  # e.g. a width that is not a multiple of 8: the PyTorch path
-            self._shapes_ok[key] = ok
-        return ok
+                return everything
+            if x.shape[0] != n or n == 0 or (grad and x.requires_grad):
+                return everything
+        key = tuple(tuple(int(d) for d in x.shape[1:]) for x in inputs)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._segments(key)
+        return plan
+
+    def _segments(self, shapes: tuple[tuple[int, ...], ...]) -> list[_Segment]:
+        convs = self._convs()
+        shape: dict[int, tuple[int, ...]] = dict(enumerate(shapes))
+        runnable = []
+        for i, (layer, (s, r)) in enumerate(zip(convs, self.wiring, strict=True)):
+            c, h, w = shape[s]
+            st = layer.stride
+            out = (layer.out_channels, (h - 1) // st + 1, (w - 1) // st + 1)
+            shape[self.n_inputs + i] = out
+            runnable.append(
+                c == layer.in_channels
+                and (st == 1 or (h % 2 == 0 and w % 2 == 0))
+                and direct_kernel.vector_width(out[2]) > 0
+                and (r is None or shape[r] == out)
+            )
+        segments: list[_Segment] = []
+        i = 0
+        while i < len(convs):
+            j = i
+            while j < len(convs) and runnable[j] == runnable[i]:
+                j += 1
+            layers = list(range(i, j))
+            segments.append(self._kernel_segment(layers) if runnable[i] else _Segment(layers))
+            i = j
+        return segments
+
+    def _kernel_segment(self, layers: list[int]) -> _Segment:
+        first, last = layers[0], layers[-1]
+        produced = {self.n_inputs + i for i in layers}
+        inputs: list[int] = []
+        for i in layers:
+            for v in self.wiring[i]:
+                if v is not None and v not in produced and v not in inputs:
+                    inputs.append(v)
+        later = {v for i in range(last + 1, len(self.wiring)) for v in self.wiring[i]}
+        outputs = [v for v in sorted(produced) if v in later or v in self.outputs]
+        # Local numbering for the slot plan: segment inputs first, then its layers' outputs.
+        local = {v: k for k, v in enumerate(inputs)}
+        local |= {self.n_inputs + i: len(inputs) + k for k, i in enumerate(layers)}
+        wiring = [
+            (local[s], None if r is None else local[r]) for s, r in (self.wiring[i] for i in layers)
+        ]
+        slot = _assign_slots(wiring, len(inputs), [local[v] for v in outputs])
+        convs = self._convs()
+        kernel = [
+            direct_kernel.ChainLayer(
+                src=slot[s],
+                res=-1 if r is None else slot[r],
+                dst=slot[len(inputs) + k],
+                weight=convs[first + k].weight,
+                bias=convs[first + k].bias,
+                relu=convs[first + k].relu,
+                stride=convs[first + k].stride,
+            )
+            for k, (s, r) in enumerate(wiring)
+        ]
+        return _Segment(
+            layers,
+            kernel=kernel,
+            inputs=inputs,
+            input_slots=[slot[local[v]] for v in inputs],
+            outputs=outputs,
+            output_slots=[slot[local[v]] for v in outputs],
+        )
 
     def _convs(self) -> list[DirectConv]:
         return [m for m in self.layers if isinstance(m, DirectConv)]
 
     def extra_repr(self) -> str:
         return f"layers={len(self.layers)}, inputs={self.n_inputs}, outputs={self.outputs}"
+
+
+@dataclass
+class _Segment:
+    """Consecutive layers of a chain: run by the kernel (``kernel`` set) or by PyTorch."""
+
+    layers: list[int]
+    kernel: list[direct_kernel.ChainLayer] | None = None
+    inputs: list[int] = field(default_factory=list)  # chain values read
+    input_slots: list[int] = field(default_factory=list)
+    outputs: list[int] = field(default_factory=list)  # chain values written and read later
+    output_slots: list[int] = field(default_factory=list)
 
 
 def _assign_slots(
@@ -277,6 +335,8 @@ def use_direct_convs(model: nn.Module) -> nn.Module:
     for p in m.parameters():
         # An inference copy: no autograd bookkeeping around the layers left to PyTorch.
         p.requires_grad_(False)
+    if eligible(m):  # a bare convolution: tracing it would only see torch.conv2d
+        return _Single(m)  # type: ignore[arg-type]
     try:
         gm = fx.symbolic_trace(m)
     except Exception:  # data-dependent control flow etc.: replace the modules only
