@@ -342,3 +342,9 @@ def test_kernel_is_compiled_once_into_the_cache(tmp_path: Path) -> None:
     built = list((tmp_path / "kernels").glob("direct_conv_*.so"))
     assert len(built) == 1
     assert not [p for p in (tmp_path / "kernels").iterdir() if p.is_dir()]  # no leftovers
+    # A library others could have replaced is not loaded.
+    built[0].chmod(0o666)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert "refusing to load the direct conv kernel" in out and "writable by others" in out

@@ -386,6 +386,19 @@ def _build(target: Path) -> None:
         os.replace(out, target)  # atomic: a concurrent process sees the old or the new file
 
 
+def _check_private(path: Path) -> None:
+    """Refuse to load a library that someone else could have written (code would run)."""
+    if not hasattr(os, "getuid"):
+        return
+    for p in (path, path.parent):
+        st = p.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise RuntimeError(
+                f"refusing to load the direct conv kernel: {p} is not owned by this user or is "
+                "writable by others (set TORCHSHRINK_CACHE_DIR to a private folder)"
+            )
+
+
 def _library() -> ctypes.CDLL:
     if _LIB is not None:  # the common case, without the lock
         return _LIB
@@ -411,6 +424,7 @@ def _load() -> ctypes.CDLL:
             path = cache_dir() / "kernels" / f"direct_conv_{key}.so"
             if not path.exists():
                 _build(path)
+            _check_private(path)
             lib = ctypes.CDLL(str(path))
         except (RuntimeError, OSError) as exc:
             _ERROR = str(exc)
