@@ -234,6 +234,42 @@ static void copy_out(const float* plane0, float* dst, const int* io) {
       memcpy(dst + ((long)k * h + r) * w, plane0 + k * ps + pos(w, r, 0), sizeof(float) * w);
 }
 
+struct Work {             // one thread's (or one image loop's) planes and their border state
+  float* ws;
+  SlotState* st;
+  long slot_floats;
+};
+
+static int work_alloc(Work* wk, int nslots, long slot_floats) {
+  wk->slot_floats = slot_floats;
+  wk->ws = (float*)calloc((size_t)nslots * slot_floats, sizeof(float));
+  wk->st = (SlotState*)malloc(sizeof(SlotState) * nslots);
+  if (!wk->ws || !wk->st) return 0;
+  for (int k = 0; k < nslots; ++k) wk->st[k].h = -1;
+  return 1;
+}
+
+static void work_free(Work* wk) { free(wk->ws); free(wk->st); }
+
+static void image_in(Work* wk, int nin, const int* in_io, const float* const* ins, int i) {
+  for (int k = 0; k < nin; ++k) {
+    const int* io = in_io + 4 * k;
+    prepare(wk->ws + io[0] * wk->slot_floats, wk->st + io[0], io[1], io[2], io[3]);
+    copy_in(wk->ws + io[0] * wk->slot_floats, ins[k] + (long)i * io[1] * io[2] * io[3], io);
+  }
+}
+
+static void image_out(const Work* wk, int nout, const int* out_io, float* const* outs, int i) {
+  for (int k = 0; k < nout; ++k) {
+    const int* io = out_io + 4 * k;
+    copy_out(wk->ws + io[0] * wk->slot_floats, outs[k] + (long)i * io[1] * io[2] * io[3], io);
+  }
+}
+
+static void prepare_dst(Work* wk, const int* d) {
+  prepare(wk->ws + d[2] * wk->slot_floats, wk->st + d[2], d[4], d[10], d[11]);
+}
+
 extern "C" {
 
 // [Co][Ci][taps] -> [ceil(Co/COB)][Ci][taps][COB], zero padded.
@@ -268,65 +304,46 @@ int ts_chain(int n, int nl, const int* desc, const float* const* wts,
     // Whole images per thread: no barrier between layers, planes stay in the thread's cache.
 #pragma omp parallel num_threads(threads)
     {
-      float* ws = (float*)calloc((size_t)nslots * slot_floats, sizeof(float));
-      SlotState* st = (SlotState*)malloc(sizeof(SlotState) * nslots);
-      if (!ws || !st) {
+      Work wk;
+      const int ok = work_alloc(&wk, nslots, slot_floats);
+      if (!ok) {
 #pragma omp atomic write
         err = 3;
-      } else {
-        for (int k = 0; k < nslots; ++k) st[k].h = -1;
       }
 #pragma omp for schedule(static)
       for (int i = 0; i < n; ++i) {
-        if (!ws || !st) continue;
-        for (int k = 0; k < nin; ++k) {
-          const int* io = in_io + 4 * k;
-          prepare(ws + io[0] * slot_floats, st + io[0], io[1], io[2], io[3]);
-          copy_in(ws + io[0] * slot_floats, ins[k] + (long)i * io[1] * io[2] * io[3], io);
-        }
+        if (!ok) continue;
+        image_in(&wk, nin, in_io, ins, i);
         for (int l = 0; l < nl; ++l) {
           const int* d = desc + l * DESC;
-          prepare(ws + d[2] * slot_floats, st + d[2], d[4], d[10], d[11]);
-          layer_tiles(&plans[l], d, wts[l], biases[l], ws, slot_floats, 0,
+          prepare_dst(&wk, d);
+          layer_tiles(&plans[l], d, wts[l], biases[l], wk.ws, slot_floats, 0,
                       layer_work(&plans[l], d));
         }
-        for (int k = 0; k < nout; ++k) {
-          const int* io = out_io + 4 * k;
-          copy_out(ws + io[0] * slot_floats, outs[k] + (long)i * io[1] * io[2] * io[3], io);
-        }
+        image_out(&wk, nout, out_io, outs, i);
       }
-      free(ws);
-      free(st);
+      work_free(&wk);
     }
   } else {
     // Fewer images than threads: one image at a time, each layer's tiles split across threads.
-    float* ws = (float*)calloc((size_t)nslots * slot_floats, sizeof(float));
-    SlotState* st = (SlotState*)malloc(sizeof(SlotState) * nslots);
-    if (!ws || !st) err = 3;
-    for (int k = 0; st && k < nslots; ++k) st[k].h = -1;
-    for (int i = 0; ws && st && i < n; ++i) {
-      for (int k = 0; k < nin; ++k) {
-        const int* io = in_io + 4 * k;
-        prepare(ws + io[0] * slot_floats, st + io[0], io[1], io[2], io[3]);
-        copy_in(ws + io[0] * slot_floats, ins[k] + (long)i * io[1] * io[2] * io[3], io);
-      }
+    Work wk;
+    const int ok = work_alloc(&wk, nslots, slot_floats);
+    if (!ok) err = 3;
+    for (int i = 0; ok && i < n; ++i) {
+      image_in(&wk, nin, in_io, ins, i);
 #pragma omp parallel num_threads(threads)
       for (int l = 0; l < nl; ++l) {
         const int* d = desc + l * DESC;
         const long work = layer_work(&plans[l], d);
 #pragma omp single
-        prepare(ws + d[2] * slot_floats, st + d[2], d[4], d[10], d[11]);
+        prepare_dst(&wk, d);
 #pragma omp for schedule(static)
         for (long j = 0; j < work; ++j)
-          layer_tiles(&plans[l], d, wts[l], biases[l], ws, slot_floats, j, j + 1);
+          layer_tiles(&plans[l], d, wts[l], biases[l], wk.ws, slot_floats, j, j + 1);
       }
-      for (int k = 0; k < nout; ++k) {
-        const int* io = out_io + 4 * k;
-        copy_out(ws + io[0] * slot_floats, outs[k] + (long)i * io[1] * io[2] * io[3], io);
-      }
+      image_out(&wk, nout, out_io, outs, i);
     }
-    free(ws);
-    free(st);
+    work_free(&wk);
   }
   for (int l = 0; l < nl; ++l) { free(plans[l].vin); free(plans[l].vout); }
   free(plans);
