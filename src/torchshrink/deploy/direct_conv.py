@@ -13,8 +13,8 @@
    but the pooling and the classifier.
 
 A model that does not trace gets each convolution replaced on its own (a chain of one).
-Anything the kernel does not take (another dtype or device, an output width not a multiple
-of 8, an odd size at stride 2, an input that needs gradients) runs on ``torch.conv2d``, so
+Anything the kernel does not take (another dtype or device, an odd size at stride 2, an
+input that needs gradients) runs on ``torch.conv2d``, so
 the rewritten model computes the same function for every input.
 :func:`~torchshrink.deploy.optimize.optimize_for_inference` tries it as the ``direct``
 candidate and keeps it only where it is measured faster and matches the original's output.
@@ -178,7 +178,7 @@ class DirectChain(nn.Module):
             runnable.append(
                 c == layer.in_channels
                 and (st == 1 or (h % 2 == 0 and w % 2 == 0))
-                and direct_kernel.vector_width(out[2]) > 0
+                and min(out) > 0
                 and (r is None or shape[r] == out)
             )
         segments: list[_Segment] = []

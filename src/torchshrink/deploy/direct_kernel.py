@@ -75,13 +75,15 @@ _FLAGS = ("-O3", "-std=c++17", "-mavx512f", "-mavx512vl", "-mfma", "-fopenmp", "
 
 def _tile_source(vl: int, p: int, taps: int, stride: int) -> str:
     v, pre = ("__m512", "_mm512") if vl == 16 else ("__m256", "_mm256")
+    mask = "__mmask16" if vl == 16 else "__mmask8"
     cob = COB
     lines = [
         f"static void tile_{vl}_{p}_{taps}_{stride}(const float* __restrict x,",
         "    const float* __restrict wp, const float* __restrict bias,",
         "    const float* __restrict res, float* __restrict y, int ci_n, long ps_in, long ps_out,",
         "    const long* __restrict vin, const long* __restrict vout,",
-        "    const long* __restrict toff, int co0, int co_n, int relu) {",
+        "    const int* __restrict vmask, const long* __restrict toff, int co0, int co_n,",
+        "    int relu) {",
     ]
     if stride == 2:  # even lanes of two consecutive vectors: every other input column
         idx = ", ".join(str(2 * i) for i in reversed(range(vl)))
@@ -119,11 +121,14 @@ def _tile_source(vl: int, p: int, taps: int, stride: int) -> str:
     lines.append("  }")
     for j in range(cob):
         for q in range(p):
+            # A row's last vector may be part padding (width not a multiple of the vector):
+            # its lanes past the row are computed from whatever lies there and not stored.
             lines.append(
                 f"  if (co0 + {j} < co_n) {{ long o = (co0 + {j}) * ps_out + vout[{q}];"
                 f" {v} r = a{q}_{j}; if (res) r = {pre}_add_ps(r, {pre}_loadu_ps(res + o));"
                 f" if (relu) r = {pre}_max_ps(r, {pre}_setzero_ps());"
-                f" {pre}_storeu_ps(y + o, r); }}"
+                f" if (vmask[{q}] < 0) {pre}_storeu_ps(y + o, r);"
+                f" else {pre}_mask_storeu_ps(y + o, ({mask}) vmask[{q}], r); }}"
             )
     lines.append("}")
     return "\n".join(lines)
@@ -133,14 +138,14 @@ def _dispatch_source() -> str:
     lines = [
         "static void run_tile(int vl, int p, int taps, int stride, const float* x,",
         "    const float* wp, const float* bias, const float* res, float* y, int ci_n,",
-        "    long ps_in, long ps_out, const long* vin, const long* vout, const long* toff,",
-        "    int co0, int co_n, int relu) {",
+        "    long ps_in, long ps_out, const long* vin, const long* vout, const int* vmask,",
+        "    const long* toff, int co0, int co_n, int relu) {",
     ]
     for vl, p, taps, stride in TILES:
         lines.append(
             f"  if (vl == {vl} && p == {p} && taps == {taps} && stride == {stride}) {{"
             f" tile_{vl}_{p}_{taps}_{stride}(x, wp, bias, res, y, ci_n, ps_in, ps_out, vin,"
-            " vout, toff, co0, co_n, relu); return; }"
+            " vout, vmask, toff, co0, co_n, relu); return; }"
         )
     lines.append("}")
     return "\n".join(lines)
@@ -149,6 +154,10 @@ def _dispatch_source() -> str:
 _DRIVER = r"""
 static inline long plane(int h, int w) { return (long)(h + 2) * (w + 2); }
 static inline long pos(int w, int r, int c) { return (long)(r + 1) * (w + 2) + c + 1; }
+// 16 or 8 pixels per register, whichever leaves fewer lanes past the end of a row.
+static inline int vector_width(int w) {
+  return (w + 15) / 16 * 16 - w <= (w + 7) / 8 * 8 - w ? 16 : 8;
+}
 
 // desc, per layer (DESC ints): src slot, residual slot (-1: none), dst slot, ci, co, relu,
 // taps (9 or 1), stride (1 or 2), input h, input w, output h, output w.
@@ -159,22 +168,26 @@ struct Plan {             // per layer: where each output vector is and where it
   long ps_in, ps_out;
   long* vin;              // input plane offset of the centre tap of each output vector
   long* vout;             // output plane offset of each output vector
+  int* vmask;             // lanes inside the row (-1: all of them)
   long toff[9];
 };
 
 static void plan_init(Plan* pl, const int* d) {
   const int taps = d[6], stride = d[7], hi = d[8], wi = d[9], ho = d[10], wo = d[11];
   pl->taps = taps; pl->stride = stride;
-  pl->vl = wo % 16 == 0 ? 16 : 8;
-  pl->nvec = ho * (wo / pl->vl);
+  pl->vl = vector_width(wo);
+  const int per_row = (wo + pl->vl - 1) / pl->vl;
+  pl->nvec = ho * per_row;
   pl->ps_in = plane(hi, wi); pl->ps_out = plane(ho, wo);
   pl->vin = (long*)malloc(sizeof(long) * pl->nvec);
   pl->vout = (long*)malloc(sizeof(long) * pl->nvec);
+  pl->vmask = (int*)malloc(sizeof(int) * pl->nvec);
   int k = 0;
   for (int r = 0; r < ho; ++r)
     for (int c = 0; c < wo; c += pl->vl, ++k) {
       pl->vout[k] = pos(wo, r, c);
       pl->vin[k] = pos(wi, r * stride, c * stride);
+      pl->vmask[k] = wo - c >= pl->vl ? -1 : (1 << (wo - c)) - 1;
     }
   for (int t = 0; t < 9; ++t)
     pl->toff[t] = taps == 9 ? (long)(t / 3 - 1) * (wi + 2) + (t % 3 - 1) : 0;
@@ -196,7 +209,8 @@ static void layer_tiles(const Plan* pl, const int* d, const float* wpk, const fl
     run_tile(pl->vl, pe, pl->taps, pl->stride, ws + src * slot_floats,
              wpk + (size_t)b * ci * pl->taps * COB, bias,
              res >= 0 ? ws + res * slot_floats : nullptr, ws + dst * slot_floats, ci,
-             pl->ps_in, pl->ps_out, pl->vin + v0, pl->vout + v0, pl->toff, b * COB, co, relu);
+             pl->ps_in, pl->ps_out, pl->vin + v0, pl->vout + v0, pl->vmask + v0, pl->toff,
+             b * COB, co, relu);
   }
 }
 
@@ -294,7 +308,7 @@ int ts_chain(int n, int nl, const int* desc, const float* const* wts,
     const int* d = desc + l * DESC;
     const int taps = d[6], stride = d[7], hi = d[8], wi = d[9], ho = d[10], wo = d[11];
     if ((taps != 9 && taps != 1) || (stride != 1 && stride != 2)) return 1;
-    if (wo % 8 || hi != ho * stride || wi != wo * stride) return 2;
+    if (wo < 1 || ho < 1 || hi != ho * stride || wi != wo * stride) return 2;
   }
   Plan* plans = (Plan*)calloc((size_t)nl, sizeof(Plan));
   if (!plans) return 3;
@@ -345,7 +359,11 @@ int ts_chain(int n, int nl, const int* desc, const float* const* wts,
     }
     work_free(&wk);
   }
-  for (int l = 0; l < nl; ++l) { free(plans[l].vin); free(plans[l].vout); }
+  for (int l = 0; l < nl; ++l) {
+    free(plans[l].vin);
+    free(plans[l].vout);
+    free(plans[l].vmask);
+  }
   free(plans);
   return err;
 }
@@ -467,13 +485,15 @@ def kernel_unavailable_reason() -> str | None:
 
 
 def vector_width(w: int) -> int:
-    """Pixels per register for rows ``w`` wide: 16, 8, or 0 when the kernel cannot run them.
+    """Pixels per register for rows ``w`` wide: 16 or 8, whichever wastes fewer lanes.
+
+    A row's last register may reach past the row; those lanes are computed and not stored.
 
     Example:
-        >>> vector_width(32), vector_width(8), vector_width(12)
-        (16, 8, 0)
+        >>> vector_width(32), vector_width(8), vector_width(24), vector_width(28), vector_width(7)
+        (16, 8, 8, 16, 8)
     """
-    return 16 if w % 16 == 0 else 8 if w % 8 == 0 else 0
+    return 16 if -w % 16 <= -w % 8 else 8
 
 
 @dataclass
@@ -543,8 +563,6 @@ def chain_shapes(layers: Sequence[ChainLayer], inputs: dict[int, Shape]) -> list
         if s == 2 and (h % 2 or w % 2):
             raise ValueError(f"layer {i}: stride 2 needs an even height and width, got {h}x{w}")
         shape = (layer.out_channels, h // s, w // s)
-        if vector_width(shape[2]) == 0:
-            raise ValueError(f"layer {i}: output width {shape[2]} is not a multiple of 8")
         if layer.res >= 0 and held.get(layer.res) != shape:
             raise ValueError(f"layer {i}: residual slot {layer.res} does not hold {shape}")
         held[layer.dst] = shape
@@ -586,9 +604,9 @@ def run_chain(
         s: (int(v.shape[1]), int(v.shape[2]), int(v.shape[3]))
         for s, v in zip(inputs, values, strict=True)
     }
-    for s, shape in given.items():
-        if vector_width(shape[2]) == 0 and any(layer.src == s for layer in layers):
-            raise ValueError(f"run_chain: width {shape[2]} is not a multiple of 8")
+    for shape in given.values():
+        if min(shape) < 1:
+            raise ValueError(f"run_chain: empty input {shape}")
     try:
         shapes = chain_shapes(layers, given)
     except ValueError as exc:
