@@ -47,6 +47,27 @@ def test_prune_channel_json_has_before_after_numbers_and_the_file_loads(
     assert (model.fc1.out_features, model.fc2.out_features) == (152, 56)
 
 
+def test_prune_optimize_deploys_both_models_and_reports_the_speedup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r.safetensors"
+    args = ["prune", "zoo:resnet20", "--data", "digits", "--limit", "200"]
+    args += ["--granularity", "channel", "--ratio", "0.5", "--repeats", "3", "--batch-size", "16"]
+    args += ["--threads", "1", "--optimize", "--out", str(out), "--json"]
+    rc, text, err = _run(capsys, *args)
+    assert rc == 0, err
+    d = json.loads(text)["deploy"]
+    names = ("eager", "fold", "jit", "jit_opt", "ort", "direct", "channels_last")
+    for key in ("chosen", "dense_chosen"):
+        assert set(d[key].split("+")) <= set(names), d[key]
+    assert d["threads"] == 1 and d["latency_ms"] > 0 and d["dense_latency_ms"] > 0
+    assert d["speedup_vs_dense_optimised"] == pytest.approx(d["dense_latency_ms"] / d["latency_ms"])
+    assert isinstance(d["slower_than_dense"], bool)
+    rc, text, err = _run(capsys, *[a for a in args if a != "--json"])
+    assert rc == 0, err
+    assert "deployed: pruned " in text and "x\n" in text
+
+
 def test_prune_nm_iterative_with_finetuning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
