@@ -326,12 +326,12 @@ def use_direct_convs(model: nn.Module) -> nn.Module:
     reason = direct_kernel.kernel_unavailable_reason()
     if reason is not None:
         raise RuntimeError(f"use_direct_convs: {reason}")
-    m = copy.deepcopy(model).eval()
-    if not any(eligible(mod) for mod in m.modules()):
+    if not any(eligible(mod) for mod in model.modules()):  # before copying a large model
         raise RuntimeError(
             "use_direct_convs: no float32 Conv2d the kernel runs (3x3 padding 1 or 1x1, stride 1 "
             "or 2, one group) to replace"
         )
+    m = copy.deepcopy(model).eval()
     for p in m.parameters():
         # An inference copy: no autograd bookkeeping around the layers left to PyTorch.
         p.requires_grad_(False)
