@@ -233,8 +233,9 @@ def accelerate(
             size and sequence length you will run matter for the timings.
         fidelity: minimum mean per-sample cosine similarity with the fp32 output.
         candidates: backend names to try (default: all but the opt-in compiled ones; ORT
-            ones when onnxruntime imports, torchao when it imports). ``"fp32"`` is always
-            measured, as the reference.
+            ones when onnxruntime imports, with more than one thread also their batch-split
+            twins ``NAME+split``; torchao when it imports). ``"fp32"`` is always measured, as
+            the reference.
         threads: intra-op threads for every candidate (default: torch's current setting).
         calibration: input batches for static quantization (enables ``ort_static_int8``).
         config: timing settings and an optional top-1 agreement bound.
@@ -260,6 +261,9 @@ def accelerate(
     n_threads = torch.get_num_threads() if threads is None else threads
     if n_threads < 1:
         raise ConfigError(f"accelerate: 'threads' must be at least 1, got {threads}")
+    if candidates is None and n_threads > 1:
+        # Each default ONNX Runtime candidate also batch-split across the threads.
+        names += [f"{n}+split" for n in names if n.startswith("ort_")]
     previous = torch.get_num_threads()
     torch.set_num_threads(n_threads)
     try:
@@ -299,19 +303,24 @@ def backends() -> dict[str, Callable[[BuildContext], Built]]:
     """Every candidate :func:`accelerate` can measure, by name.
 
     :data:`~torchshrink.deploy.backends.BACKENDS` plus the ONNX Runtime backends that
-    :mod:`~torchshrink.deploy.ort_backends` builds and that table does not list yet (they are
-    measured only when named).
+    :mod:`~torchshrink.deploy.ort_backends` builds and that table does not list yet, and every
+    ONNX Runtime backend's batch-split twin ``NAME+split``
+    (:mod:`~torchshrink.deploy.ort_split`); those are measured only when named.
 
     Example:
-        >>> "ort_int8_smooth_attn" in backends()
-        True
+        >>> "ort_int8_smooth_attn" in backends(), "ort_int8+split" in backends()
+        (True, True)
     """
-    from torchshrink.deploy import ort_backends
+    from torchshrink.deploy import ort_backends, ort_split
 
     extra = {
         n: functools.partial(ort_backends.build, n) for n in ort_backends.NAMES if n not in BACKENDS
     }
-    return {**BACKENDS, **extra}
+    split = {
+        n + ort_split.SUFFIX: functools.partial(ort_split.build_split, n + ort_split.SUFFIX)
+        for n in ort_backends.NAMES
+    }
+    return {**BACKENDS, **extra, **split}
 
 
 def _names(candidates: Sequence[str] | None, calibration: bool) -> list[str]:

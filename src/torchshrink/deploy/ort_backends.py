@@ -451,11 +451,26 @@ def _static(ctx: BuildContext) -> Built:
     return _Session(path, ctx).built()
 
 
+# Built backends by (workdir, model, threads, name), while the workdir exists: a batch-split
+# twin (:mod:`torchshrink.deploy.ort_split`) reuses its base's files instead of redoing them.
+_BUILT: dict[tuple[str, int, int, str], Built] = {}
+
+
 def build(name: str, ctx: BuildContext) -> Built:
     """Build the ONNX Runtime backend ``name`` (one of the ``ort_*`` names)."""
     if ctx.workdir is None:
         raise ConfigError(f"{name}: ONNX Runtime backends need a workdir")
     require("onnxruntime", "onnx")
+    for key in [k for k in _BUILT if not Path(k[0]).is_dir()]:
+        del _BUILT[key]
+    key = (str(ctx.workdir), id(ctx.model), ctx.threads, name)
+    if key not in _BUILT:
+        _BUILT[key] = _build(name, ctx)
+    return _BUILT[key]
+
+
+def _build(name: str, ctx: BuildContext) -> Built:
+    assert ctx.workdir is not None
     if name == "ort_fp32":
         return _Session(export_plain(ctx), ctx).built()
     if name == "ort_fused_fp32":
