@@ -484,18 +484,6 @@ def kernel_unavailable_reason() -> str | None:
     return None
 
 
-def vector_width(w: int) -> int:
-    """Pixels per register for rows ``w`` wide: 16 or 8, whichever wastes fewer lanes.
-
-    A row's last register may reach past the row; those lanes are computed and not stored.
-
-    Example:
-        >>> vector_width(32), vector_width(8), vector_width(24), vector_width(28), vector_width(7)
-        (16, 8, 8, 16, 8)
-    """
-    return 16 if -w % 16 <= -w % 8 else 8
-
-
 @dataclass
 class ChainLayer:
     """One layer of a chain: ``dst = [relu](conv(src) [+ res])``.
