@@ -136,18 +136,17 @@ def _tile_source(vl: int, p: int, taps: int, stride: int) -> str:
 
 def _dispatch_source() -> str:
     lines = [
-        "static void run_tile(int vl, int p, int taps, int stride, const float* x,",
-        "    const float* wp, const float* bias, const float* res, float* y, int ci_n,",
-        "    long ps_in, long ps_out, const long* vin, const long* vout, const int* vmask,",
-        "    const long* toff, int co0, int co_n, int relu) {",
+        "typedef void (*TileFn)(const float*, const float*, const float*, const float*, float*,",
+        "    int, long, long, const long*, const long*, const int*, const long*, int, int, int);",
+        "// Looked up once per layer (and once more for its short last tile), not per tile.",
+        "static TileFn get_tile(int vl, int p, int taps, int stride) {",
     ]
     for vl, p, taps, stride in TILES:
         lines.append(
-            f"  if (vl == {vl} && p == {p} && taps == {taps} && stride == {stride}) {{"
-            f" tile_{vl}_{p}_{taps}_{stride}(x, wp, bias, res, y, ci_n, ps_in, ps_out, vin,"
-            " vout, vmask, toff, co0, co_n, relu); return; }"
+            f"  if (vl == {vl} && p == {p} && taps == {taps} && stride == {stride})"
+            f" return tile_{vl}_{p}_{taps}_{stride};"
         )
-    lines.append("}")
+    lines += ["  return nullptr;", "}"]
     return "\n".join(lines)
 
 
@@ -201,12 +200,14 @@ static void layer_tiles(const Plan* pl, const int* d, const float* wpk, const fl
                         float* ws, long slot_floats, long lo, long hi) {
   const int src = d[0], res = d[1], dst = d[2], ci = d[3], co = d[4], relu = d[5];
   const int tiles = (pl->nvec + TILE_VECTORS - 1) / TILE_VECTORS;
+  const TileFn full = get_tile(pl->vl, TILE_VECTORS, pl->taps, pl->stride);
   for (long i = lo; i < hi; ++i) {
     const int b = (int)(i / tiles), tl = (int)(i % tiles);
     const int left = pl->nvec - tl * TILE_VECTORS;
-    const int pe = left < TILE_VECTORS ? left : TILE_VECTORS;  // the last tile may be short
     const long v0 = (long)tl * TILE_VECTORS;
-    run_tile(pl->vl, pe, pl->taps, pl->stride, ws + src * slot_floats,
+    // The last tile of a layer may be short.
+    const TileFn fn = left >= TILE_VECTORS ? full : get_tile(pl->vl, left, pl->taps, pl->stride);
+    fn(ws + src * slot_floats,
              wpk + (size_t)b * ci * pl->taps * COB, bias,
              res >= 0 ? ws + res * slot_floats : nullptr, ws + dst * slot_floats, ci,
              pl->ps_in, pl->ps_out, pl->vin + v0, pl->vout + v0, pl->vmask + v0, pl->toff,
