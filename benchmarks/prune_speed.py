@@ -35,10 +35,10 @@ three stages, stride-2 and 1x1 shortcut convs) run as one chain per image in the
 cache. The dense model is offered the same candidate and keeps ONNX Runtime, which runs its
 16- to 64-channel convs near this CPU's FMA peak (about 115 of 116 GMAC/s on 2 cores).
 
-Last run (15 rounds, load 0.7-1.2, shared 2-core AMD Zen 4): dense eager 99.3 ms, dense
-optimised (ORT, batch split) 69.3 ms, pruned optimised (``fold+direct``) 20.1 ms: speedup
-3.45x at 3.99x fewer MACs, efficiency 0.865 (target 0.9; 0.86-0.88 over four runs); 4.94x
-dense eager. Torch-Pruning's model: 2.35x dense eager as its users run it, 3.44x the
+Last run (15 rounds, load 0.9-1.4, shared 2-core AMD Zen 4): dense eager 103.7 ms, dense
+optimised (ORT, batch split) 69.9 ms, pruned optimised (``fold+direct``) 20.2 ms: speedup
+3.46x at 3.99x fewer MACs, efficiency 0.867 (target 0.9; 0.86-0.88 over five runs); 5.13x
+dense eager. Torch-Pruning's model: 2.36x dense eager as its users run it, 3.44x the
 optimised dense model deployed like ours. Before the direct kernel: 2.15x, efficiency 0.54.
 
 Usage: ``python benchmarks/prune_speed.py [--rounds 15] [--quick]``; writes
