@@ -112,7 +112,7 @@ def test_run_chain_rejects_bad_inputs_clearly() -> None:
     )
     with pytest.raises(ValueError, match="empty input"):
         dk.run_chain([layer], [torch.zeros(1, 2, 0, 12)], inputs=[0], outputs=[1])
-    with pytest.raises(ValueError, match="does not hold 2 channels"):
+    with pytest.raises(ValueError, match="the input holds 3 channels, not 2"):
         dk.run_chain([layer], [torch.zeros(1, 3, 4, 8)], inputs=[0], outputs=[1])
     down = dk.ChainLayer(
         src=0, res=-1, dst=1, weight=torch.randn(4, 2, 3, 3), bias=None, relu=False, stride=2
@@ -125,6 +125,19 @@ def test_run_chain_rejects_bad_inputs_clearly() -> None:
         dk.run_chain(
             [layer], [torch.zeros(1, 2, 4, 8, dtype=torch.float64)], inputs=[0], outputs=[1]
         )
+
+
+@needs_kernel
+def test_the_kernel_refuses_slots_too_small_for_a_value() -> None:
+    layer = dk.ChainLayer(
+        src=0, res=-1, dst=1, weight=torch.randn(8, 4, 3, 3), bias=None, relu=False
+    )
+    prepared = dk.prepare_chain([layer], [(4, 8, 16)], inputs=[0], outputs=[1])
+    args = list(prepared._args)
+    args[6] = 8 * 10 * 18  # the 8-channel output's padded planes, without the read-past room
+    prepared._args = tuple(args)
+    with pytest.raises(RuntimeError, match="the kernel failed \\(code 4\\)"):
+        prepared.run([torch.zeros(2, 4, 8, 16)])
 
 
 def test_slots_are_reused_after_the_last_read_and_outputs_kept() -> None:

@@ -127,7 +127,7 @@ class DirectChain(nn.Module):
         self.wiring: list[tuple[int, int | None]] = [(int(s), r) for s, r in wiring]
         self.n_inputs = n_inputs
         self.outputs = list(outputs)
-        self._plans: dict[tuple[tuple[int, ...], ...], list[_Segment]] = {}
+        self._plans: dict[tuple[direct_kernel.Shape, ...], list[_Segment]] = {}
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         values: dict[int, torch.Tensor] = dict(enumerate(inputs))
@@ -139,12 +139,7 @@ class DirectChain(nn.Module):
                     layer = convs[i]
                     values[self.n_inputs + i] = layer(values[s], None if r is None else values[r])
             else:
-                outs = direct_kernel.run_chain(
-                    seg.kernel,
-                    [values[v] for v in seg.inputs],
-                    inputs=seg.input_slots,
-                    outputs=seg.output_slots,
-                )
+                outs = seg.kernel.run([values[v] for v in seg.inputs])
                 values.update(zip(seg.outputs, outs, strict=True))
         return tuple(values[v] for v in self.outputs)
 
@@ -160,27 +155,26 @@ class DirectChain(nn.Module):
                 return everything
             if x.shape[0] != n or n == 0 or (grad and x.requires_grad):
                 return everything
-        key = tuple(tuple(int(d) for d in x.shape[1:]) for x in inputs)
+        key = tuple((int(x.shape[1]), int(x.shape[2]), int(x.shape[3])) for x in inputs)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._segments(key)
         return plan
 
-    def _segments(self, shapes: tuple[tuple[int, ...], ...]) -> list[_Segment]:
+    def _segments(self, shapes: tuple[direct_kernel.Shape, ...]) -> list[_Segment]:
         convs = self._convs()
-        shape: dict[int, tuple[int, ...]] = dict(enumerate(shapes))
+        shape: dict[int, direct_kernel.Shape] = dict(enumerate(shapes))
         runnable = []
         for i, (layer, (s, r)) in enumerate(zip(convs, self.wiring, strict=True)):
-            c, h, w = shape[s]
-            st = layer.stride
-            out = (layer.out_channels, (h - 1) // st + 1, (w - 1) // st + 1)
-            shape[self.n_inputs + i] = out
-            runnable.append(
-                c == layer.in_channels
-                and (st == 1 or (h % 2 == 0 and w % 2 == 0))
-                and min(out) > 0
-                and (r is None or shape[r] == out)
+            out, problem = direct_kernel.layer_output(
+                shape[s],
+                layer.in_channels,
+                layer.out_channels,
+                layer.stride,
+                None if r is None else shape[r],
             )
+            shape[self.n_inputs + i] = out
+            runnable.append(problem is None)
         segments: list[_Segment] = []
         i = 0
         while i < len(convs):
@@ -188,11 +182,13 @@ class DirectChain(nn.Module):
             while j < len(convs) and runnable[j] == runnable[i]:
                 j += 1
             layers = list(range(i, j))
-            segments.append(self._kernel_segment(layers) if runnable[i] else _Segment(layers))
+            segments.append(
+                self._kernel_segment(layers, shape) if runnable[i] else _Segment(layers)
+            )
             i = j
         return segments
 
-    def _kernel_segment(self, layers: list[int]) -> _Segment:
+    def _kernel_segment(self, layers: list[int], shape: dict[int, direct_kernel.Shape]) -> _Segment:
         first, last = layers[0], layers[-1]
         produced = {self.n_inputs + i for i in layers}
         inputs: list[int] = []
@@ -222,14 +218,13 @@ class DirectChain(nn.Module):
             )
             for k, (s, r) in enumerate(wiring)
         ]
-        return _Segment(
-            layers,
-            kernel=kernel,
-            inputs=inputs,
-            input_slots=[slot[local[v]] for v in inputs],
-            outputs=outputs,
-            output_slots=[slot[local[v]] for v in outputs],
+        prepared = direct_kernel.prepare_chain(
+            kernel,
+            [shape[v] for v in inputs],
+            inputs=[slot[local[v]] for v in inputs],
+            outputs=[slot[local[v]] for v in outputs],
         )
+        return _Segment(layers, kernel=prepared, inputs=inputs, outputs=outputs)
 
     def _convs(self) -> list[DirectConv]:
         return [m for m in self.layers if isinstance(m, DirectConv)]
@@ -243,11 +238,9 @@ class _Segment:
     """Consecutive layers of a chain: run by the kernel (``kernel`` set) or by PyTorch."""
 
     layers: list[int]
-    kernel: list[direct_kernel.ChainLayer] | None = None
+    kernel: direct_kernel.PreparedChain | None = None
     inputs: list[int] = field(default_factory=list)  # chain values read
-    input_slots: list[int] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)  # chain values written and read later
-    output_slots: list[int] = field(default_factory=list)
 
 
 def _assign_slots(

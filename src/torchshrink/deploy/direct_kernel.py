@@ -310,6 +310,9 @@ int ts_chain(int n, int nl, const int* desc, const float* const* wts,
     const int taps = d[6], stride = d[7], hi = d[8], wi = d[9], ho = d[10], wo = d[11];
     if ((taps != 9 && taps != 1) || (stride != 1 && stride != 2)) return 1;
     if (wo < 1 || ho < 1 || hi != ho * stride || wi != wo * stride) return 2;
+    // Every value must fit its slot with room for a row's last vector to read past the end.
+    if (d[3] * plane(hi, wi) + 32 > slot_floats || d[4] * plane(ho, wo) + 32 > slot_floats)
+      return 4;
   }
   Plan* plans = (Plan*)calloc((size_t)nl, sizeof(Plan));
   if (!plans) return 3;
@@ -533,30 +536,131 @@ class ChainLayer:
 Shape = tuple[int, int, int]  # channels, height, width
 
 
-def chain_shapes(layers: Sequence[ChainLayer], inputs: dict[int, Shape]) -> list[Shape]:
-    """The output shape of every layer of a chain, given its inputs' ``(C, H, W)`` by slot.
+def layer_output(
+    src: Shape, in_channels: int, out_channels: int, stride: int, res: Shape | None
+) -> tuple[Shape, str | None]:
+    """A layer's output shape (PyTorch's, padding 1 for 3x3 and 0 for 1x1) and why the kernel
+    cannot run it on ``src``, or ``None`` when it can.
+
+    Example:
+        >>> layer_output((8, 32, 32), 8, 16, 2, None)
+        ((16, 16, 16), None)
+        >>> layer_output((8, 7, 32), 8, 16, 2, None)[1]
+        'stride 2 needs an even height and width, got 7x32'
+    """
+    c, h, w = src
+    out = (out_channels, (h - 1) // stride + 1, (w - 1) // stride + 1)
+    if c != in_channels:
+        return out, f"the input holds {c} channels, not {in_channels}"
+    if min(h, w) < 1:
+        return out, f"empty input {h}x{w}"
+    if stride == 2 and (h % 2 or w % 2):
+        return out, f"stride 2 needs an even height and width, got {h}x{w}"
+    if res is not None and res != out:
+        return out, f"the residual is {res}, not {out}"
+    return out, None
+
+
+@dataclass
+class PreparedChain:
+    """A chain checked and laid out once for one set of input shapes; :meth:`run` runs it.
+
+    Build it with :func:`prepare_chain`. Running it only checks that the tensors have the
+    prepared shapes, then calls the kernel.
+    """
+
+    layers: list[ChainLayer]
+    input_shapes: list[Shape]
+    output_shapes: list[Shape]
+    _args: tuple[object, ...] = field(repr=False)  # the kernel's arguments that never change
+
+    def run(self, values: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The output values for a batch of the prepared input shapes.
+
+        Raises:
+            ValueError: tensors of other shapes, dtypes, devices or batch sizes.
+        """
+        n = int(values[0].shape[0]) if values and values[0].dim() == 4 else -1
+        if len(values) != len(self.input_shapes) or any(
+            v.dim() != 4 or v.dtype != torch.float32 or v.device.type != "cpu"
+            or v.shape[0] != n or tuple(v.shape[1:]) != shape
+            for v, shape in zip(values, self.input_shapes, strict=False)
+        ):  # fmt: skip
+            got = [(str(v.dtype), tuple(v.shape), str(v.device)) for v in values]
+            raise ValueError(
+                f"run_chain: expected float32 CPU tensors of one batch size shaped "
+                f"(N, C, H, W) with (C, H, W) {self.input_shapes}, got {got}"
+            )
+        ins = [v.contiguous() for v in values]
+        outs = [torch.empty((n, *shape), dtype=torch.float32) for shape in self.output_shapes]
+        vp = ctypes.c_void_p
+        desc, wts, biases, in_io, out_io, n_slots, slot_floats = self._args
+        rc = _library().ts_chain(
+            n, len(self.layers), desc, wts, biases,
+            len(ins), in_io, (vp * len(ins))(*[t.data_ptr() for t in ins]),
+            len(outs), out_io, (vp * len(outs))(*[t.data_ptr() for t in outs]),
+            n_slots, slot_floats, torch.get_num_threads(),
+        )  # fmt: skip
+        if rc != 0:
+            raise RuntimeError(f"run_chain: the kernel failed (code {rc})")
+        return outs
+
+
+def prepare_chain(
+    layers: Sequence[ChainLayer],
+    input_shapes: Sequence[Shape],
+    *,
+    inputs: Sequence[int],
+    outputs: Sequence[int],
+) -> PreparedChain:
+    """Check ``layers`` against the inputs' ``(C, H, W)`` and lay out the kernel's arguments.
+
+    Args:
+        layers: the chain (each reads slots written by earlier layers or given as inputs).
+        input_shapes: ``(C, H, W)`` of each input.
+        inputs: the slot of each input.
+        outputs: the slots to return, read at the end of the chain (so no later layer may
+            overwrite an output's slot).
 
     Raises:
-        ValueError: a layer the kernel cannot run on these shapes (the reason is given).
+        ValueError: a layer the kernel cannot run on these shapes (which one and why).
+        RuntimeError: the kernel is unavailable here (:func:`kernel_unavailable_reason`).
     """
-    held = dict(inputs)
-    out: list[Shape] = []
+    if len(input_shapes) != len(inputs) or not inputs:
+        raise ValueError("run_chain: give one input shape per input slot")
+    held: dict[int, Shape] = dict(zip(inputs, input_shapes, strict=True))
+    every = list(input_shapes)  # every value's shape, to size the slots
+    desc: list[int] = []
     for i, layer in enumerate(layers):
         src = held.get(layer.src)
-        if src is None or src[0] != layer.in_channels:
-            raise ValueError(
-                f"layer {i}: slot {layer.src} does not hold {layer.in_channels} channels"
-            )
-        _, h, w = src
-        s = layer.stride
-        if s == 2 and (h % 2 or w % 2):
-            raise ValueError(f"layer {i}: stride 2 needs an even height and width, got {h}x{w}")
-        shape = (layer.out_channels, h // s, w // s)
-        if layer.res >= 0 and held.get(layer.res) != shape:
-            raise ValueError(f"layer {i}: residual slot {layer.res} does not hold {shape}")
-        held[layer.dst] = shape
-        out.append(shape)
-    return out
+        if src is None:
+            raise ValueError(f"run_chain: layer {i}: slot {layer.src} holds no value")
+        res = None if layer.res < 0 else held.get(layer.res)
+        out, problem = layer_output(src, layer.in_channels, layer.out_channels, layer.stride, res)
+        if problem is None and layer.res >= 0 and res is None:
+            problem = f"residual slot {layer.res} holds no value"
+        if problem is not None:
+            raise ValueError(f"run_chain: layer {i}: {problem}")
+        desc += [layer.src, layer.res, layer.dst, layer.in_channels, layer.out_channels]
+        desc += [int(layer.relu), layer.taps, layer.stride, src[1], src[2], out[1], out[2]]
+        held[layer.dst] = out
+        every.append(out)
+    out_shapes = [held[s] for s in outputs]
+    # A slot holds the largest value ever put in it: planes with a one-pixel border.
+    slot_floats = max(c * (h + 2) * (w + 2) for c, h, w in every) + 64
+    vp, i32 = ctypes.c_void_p, ctypes.c_int
+    in_io = [x for s, shape in zip(inputs, input_shapes, strict=True) for x in (s, *shape)]
+    out_io = [x for s, shape in zip(outputs, out_shapes, strict=True) for x in (s, *shape)]
+    args = (
+        (i32 * len(desc))(*desc),
+        (vp * len(layers))(*[layer.packed.data_ptr() for layer in layers]),
+        (vp * len(layers))(*[0 if b is None else b.data_ptr() for b in (x.bias32 for x in layers)]),
+        (i32 * len(in_io))(*in_io),
+        (i32 * len(out_io))(*out_io),
+        1 + max([*inputs, *(layer.dst for layer in layers)]),
+        slot_floats,
+    )
+    return PreparedChain(list(layers), [tuple(x) for x in input_shapes], out_shapes, args)  # type: ignore[misc]
 
 
 def run_chain(
@@ -568,85 +672,19 @@ def run_chain(
 ) -> list[torch.Tensor]:
     """Run ``layers`` in order on a batch; returns the values of the ``outputs`` slots.
 
+    :func:`prepare_chain` then :meth:`PreparedChain.run`; prepare once to run a chain often.
+
     Args:
         layers: the chain (each reads slots written by earlier layers or given as inputs).
         values: the input tensors, ``[N, C_k, H_k, W_k]`` float32 on the CPU, one per
             ``inputs``.
         inputs: the slot of each input.
-        outputs: the slots to return, read at the end of the chain (so no later layer may
-            overwrite an output's slot).
+        outputs: the slots to return, read at the end of the chain.
 
     Raises:
-        ValueError: inputs the kernel does not take (see :func:`chain_shapes`).
+        ValueError: inputs the kernel does not take (which layer and why).
         RuntimeError: the kernel is unavailable here (:func:`kernel_unavailable_reason`).
     """
-    if not values or len(values) != len(inputs):
-        raise ValueError("run_chain: give one tensor per input slot")
-    n = int(values[0].shape[0])
-    for v in values:
-        if v.dim() != 4 or v.dtype != torch.float32 or v.device.type != "cpu" or v.shape[0] != n:
-            raise ValueError(
-                "run_chain: expected 4-D float32 CPU tensors of one batch size, got "
-                f"{v.dtype} {tuple(v.shape)} on {v.device}"
-            )
-    given = {
-        s: (int(v.shape[1]), int(v.shape[2]), int(v.shape[3]))
-        for s, v in zip(inputs, values, strict=True)
-    }
-    for shape in given.values():
-        if min(shape) < 1:
-            raise ValueError(f"run_chain: empty input {shape}")
-    try:
-        shapes = chain_shapes(layers, given)
-    except ValueError as exc:
-        raise ValueError(f"run_chain: {exc}") from exc
-    held = dict(given)
-    desc: list[int] = []
-    for layer, out in zip(layers, shapes, strict=True):
-        _, h, w = held[layer.src]
-        desc += [layer.src, layer.res, layer.dst, layer.in_channels, layer.out_channels]
-        desc += [int(layer.relu), layer.taps, layer.stride, h, w, out[1], out[2]]
-        held[layer.dst] = out
-    ins = [v.contiguous() for v in values]
-    outs = [torch.empty((n, *held[s]), dtype=torch.float32) for s in outputs]
-    # A slot holds the largest value ever put in it: planes with a one-pixel border.
-    slot_floats = max(c * (h + 2) * (w + 2) for c, h, w in [*given.values(), *shapes]) + 64
-    return _launch(layers, desc, ins, list(inputs), outs, list(outputs), slot_floats)
-
-
-def _launch(
-    layers: Sequence[ChainLayer],
-    desc: list[int],
-    ins: list[torch.Tensor],
-    in_slots: list[int],
-    outs: list[torch.Tensor],
-    out_slots: list[int],
-    slot_floats: int,
-) -> list[torch.Tensor]:
-    vp, i32 = ctypes.c_void_p, ctypes.c_int
-    wts = (vp * len(layers))(*[layer.packed.data_ptr() for layer in layers])
-    biases = (vp * len(layers))(
-        *[0 if layer.bias32 is None else layer.bias32.data_ptr() for layer in layers]
-    )
-    in_io = [x for s, t in zip(in_slots, ins, strict=True) for x in (s, *t.shape[1:])]
-    out_io = [x for s, t in zip(out_slots, outs, strict=True) for x in (s, *t.shape[1:])]
-    n_slots = 1 + max([*in_slots, *(layer.dst for layer in layers)])
-    rc = _library().ts_chain(
-        int(ins[0].shape[0]),
-        len(layers),
-        (i32 * len(desc))(*desc),
-        wts,
-        biases,
-        len(ins),
-        (i32 * len(in_io))(*in_io),
-        (vp * len(ins))(*[t.data_ptr() for t in ins]),
-        len(outs),
-        (i32 * len(out_io))(*out_io),
-        (vp * len(outs))(*[t.data_ptr() for t in outs]),
-        n_slots,
-        slot_floats,
-        torch.get_num_threads(),
-    )
-    if rc != 0:
-        raise RuntimeError(f"run_chain: the kernel failed (code {rc})")
-    return outs
+    shapes = [(int(v.shape[1]), int(v.shape[2]), int(v.shape[3])) if v.dim() == 4 else (0, 0, 0)
+              for v in values]  # fmt: skip
+    return prepare_chain(layers, shapes, inputs=inputs, outputs=outputs).run(values)
