@@ -134,10 +134,31 @@ def test_the_kernel_refuses_slots_too_small_for_a_value() -> None:
     )
     prepared = dk.prepare_chain([layer], [(4, 8, 16)], inputs=[0], outputs=[1])
     args = list(prepared._args)
-    args[6] = 8 * 10 * 18  # the 8-channel output's padded planes, without the read-past room
+    # the 8-channel output's padded planes, without the room for reads past the end
+    args[6] = 8 * dk._library().ts_plane_floats(8, 16)
     prepared._args = tuple(args)
     with pytest.raises(RuntimeError, match="the kernel failed \\(code 4\\)"):
         prepared.run([torch.zeros(2, 4, 8, 16)])
+
+
+@needs_kernel
+def test_slots_reused_for_another_size_get_clean_borders_on_every_image() -> None:
+    # Slot 0 holds the 32x32 input, then the 16x16 output; on the next image it holds the input
+    # again over the previous image's data: every border the taps read must be zero again.
+    torch.manual_seed(3)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x, w1, w2 = torch.randn(3, 4, 32, 32), torch.randn(8, 4, 3, 3), torch.randn(8, 8, 3, 3)
+        layers = [
+            dk.ChainLayer(src=0, res=-1, dst=1, weight=w1, bias=None, relu=False),
+            dk.ChainLayer(src=1, res=-1, dst=0, weight=w2, bias=None, relu=False, stride=2),
+        ]
+        (y,) = dk.run_chain(layers, [x], inputs=[0], outputs=[0])
+        ref = torch.conv2d(torch.conv2d(x, w1, padding=1), w2, stride=2, padding=1)
+        _close(y, ref)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_slots_are_reused_after_the_last_read_and_outputs_kept() -> None:
