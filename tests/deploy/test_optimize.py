@@ -216,6 +216,20 @@ def test_bad_settings_raise() -> None:
         OptimizeConfig(fast=True)  # type: ignore[call-arg]
     with pytest.raises(ConfigError, match="'rounds' must be at least 1"):
         interleaved_times({"a": lambda: None}, rounds=0)
+    with pytest.raises(ConfigError, match="'primed' must be 0 or more, got -1"):
+        interleaved_times({"a": lambda: None}, primed=-1)
+
+
+def test_primed_timing_runs_untimed_calls_right_before_each_timed_one() -> None:
+    calls: list[str] = []
+    t = interleaved_times(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        rounds=2,
+        warmup=0,
+        primed=2,
+    )
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3  # order alternates per round
+    assert len(t["a"].samples_ms) == 2
 
 
 def test_round_keep() -> None:

@@ -49,6 +49,7 @@ def interleaved_times(
     warmup: int = 2,
     max_seconds: float | None = None,
     settle_s: float = 0.0,
+    primed: int = 0,
 ) -> dict[str, Timing]:
     """Time every callable once per round, in turns, and return each one's median.
 
@@ -64,6 +65,10 @@ def interleaved_times(
             timed round always runs. ``None``: no budget.
         settle_s: untimed pause before each timed call, so that threads a runtime left
             spinning (OpenMP, ONNX Runtime) have gone idle and do not slow the next callable.
+        primed: untimed calls of the same callable right before each timed one (after the
+            pause). ``0``: each timed call starts cold, after the pause and the other callables,
+            as an isolated request does (threads asleep, caches and clocks cold); ``1`` or more:
+            the timed call sees what back-to-back calls see (steady state).
 
     Raises:
         ConfigError: ``fns`` is empty or ``rounds`` / ``warmup`` is out of range.
@@ -80,6 +85,8 @@ def interleaved_times(
         raise ConfigError(f"interleaved timing: 'warmup' must be 0 or more, got {warmup}")
     if settle_s < 0:
         raise ConfigError(f"interleaved timing: 'settle_s' must be 0 or more, got {settle_s}")
+    if primed < 0:
+        raise ConfigError(f"interleaved timing: 'primed' must be 0 or more, got {primed}")
     names = list(fns)
     samples: dict[str, list[float]] = {n: [] for n in names}
     start = time.perf_counter()
@@ -92,6 +99,8 @@ def interleaved_times(
             for n in order:
                 if settle_s:
                     time.sleep(settle_s)
+                for _ in range(primed):
+                    fns[n]()
                 t0 = time.perf_counter_ns()
                 fns[n]()
                 samples[n].append((time.perf_counter_ns() - t0) / 1e6)
