@@ -33,21 +33,24 @@ def test_split_matches_and_keeps_the_thread_count(two_threads: None) -> None:
     assert torch.get_num_threads() == 2
 
 
-def test_slices_run_on_worker_threads(two_threads: None) -> None:
+def test_the_caller_runs_the_first_slice_and_a_worker_the_other(two_threads: None) -> None:
     import threading
 
     class Where(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            names.append(threading.current_thread().name)
+            names.append((threading.current_thread().name, torch.get_num_threads(), x[0, 0]))
             return x * 2
 
-    names: list[str] = []
-    out = BatchSplit(Where())(torch.ones(4, 1))
-    assert out.sum().item() == 8.0
-    assert len(names) == 2 and all(n.startswith("torchshrink-split") for n in names)
+    names: list[tuple[str, int, torch.Tensor]] = []
+    out = BatchSplit(Where())(torch.arange(4.0).reshape(4, 1))
+    assert out.flatten().tolist() == [0.0, 2.0, 4.0, 6.0]
+    by_first_row = {float(first): (name, threads) for name, threads, first in names}
+    assert by_first_row[0.0] == (threading.current_thread().name, 1)  # one intra-op thread
+    assert by_first_row[2.0][0].startswith("torchshrink-split") and by_first_row[2.0][1] == 1
+    assert torch.get_num_threads() == 2  # the caller's setting is back
     names.clear()
     BatchSplit(Where())(torch.ones(1, 1))  # smaller than the thread count: one direct call
-    assert names == [threading.current_thread().name]
+    assert [name for name, _, _ in names] == [threading.current_thread().name]
 
 
 def test_tuple_and_dict_outputs_are_concatenated(two_threads: None) -> None:

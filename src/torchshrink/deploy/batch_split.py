@@ -72,16 +72,20 @@ class BatchSplit(nn.Module):
         grad = torch.is_grad_enabled()
         inference = torch.is_inference_mode_enabled()
         pool = _pool(n)
+        # The caller runs the first slice itself: one thread fewer to wake per call (on a
+        # virtual machine waking an idle CPU can take milliseconds).
         futures = [
             pool.submit(_one_thread, self.inner, [p[i] for p in parts], grad, inference)
-            for i in range(n)
+            for i in range(1, n)
         ]
-        results = [f.result() for f in futures]
-        if any(changed for _, changed in results):
-            # A worker's set_num_threads(1) also changed process-wide settings (MKL, the
+        try:
+            first = _one_thread(self.inner, [p[0] for p in parts], grad, inference)
+        finally:
+            results = [f.result() for f in futures]
+            # set_num_threads(1) on a thread also changes process-wide settings (MKL, the
             # default for new threads): give the caller back its own.
             torch.set_num_threads(n)
-        return _concat([out for out, _ in results])
+        return _concat([first[0]] + [out for out, _ in results])
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
