@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from torchshrink.core.zoo import create_zoo_model
@@ -17,6 +18,7 @@ from torchshrink.deploy.candidates import build_variant
 from torchshrink.deploy.direct_conv import (
     DirectChain,
     DirectConv,
+    DirectHead,
     _assign_slots,
     eligible,
     use_direct_convs,
@@ -135,7 +137,7 @@ def test_the_kernel_refuses_slots_too_small_for_a_value() -> None:
     prepared = dk.prepare_chain([layer], [(4, 8, 16)], inputs=[0], outputs=[1])
     args = list(prepared._args)
     # the 8-channel output's padded planes, without the room for reads past the end
-    args[6] = 8 * dk._library().ts_plane_floats(8, 16)
+    args[-1] = 8 * dk._library().ts_plane_floats(8, 16)  # slot_floats, the last
     prepared._args = tuple(args)
     with pytest.raises(RuntimeError, match="the kernel failed \\(code 4\\)"):
         prepared.run([torch.zeros(2, 4, 8, 16)])
@@ -298,6 +300,80 @@ def test_eligibility_is_exact() -> None:
         assert not eligible(conv), conv
     with pytest.raises(ValueError, match="not a convolution the direct kernel runs"):
         DirectConv(nn.Conv2d(4, 4, 5))
+
+
+class _PoolHead(nn.Module):
+    """conv -> relu -> conv, then a classifier head written in one of several ways."""
+
+    def __init__(self, style: str) -> None:
+        super().__init__()
+        self.style = style
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
+        self.pool, self.flat, self.fc = nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.c2(torch.relu(self.c1(x))))
+        if self.style == "modules":
+            return self.fc(self.flat(self.pool(y)))
+        if self.style == "functions":
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+        if self.style == "method":
+            return self.pool(y).flatten(1)  # no Linear: the channel means
+        if self.style == "flatten0":
+            return torch.flatten(self.pool(y))  # from dimension 0: not the head's flatten
+        return self.pool(y)  # "pool": (N, C, 1, 1)
+
+
+@needs_kernel
+@pytest.mark.parametrize("style", ["modules", "functions", "method", "pool", "flatten0"])
+def test_a_classifier_head_runs_inside_the_chain(style: str) -> None:
+    model = _PoolHead(style).eval()
+    fast = use_direct_convs(model)
+    chains = [m for m in fast.modules() if isinstance(m, DirectChain)]
+    assert len(chains) == 1 and isinstance(chains[0].head, DirectHead)
+    assert chains[0].head.linear is not None if style in ("modules", "functions") else True
+    # the pooling (and what followed it) left the graph: the chain's output is the result
+    ops = [n.op for n in fast.graph.nodes]  # type: ignore[union-attr]
+    extra = ["call_function"] if style == "flatten0" else []  # torch.flatten(start_dim=0)
+    assert ops == ["placeholder", "call_module", "call_function", *extra, "output"]
+    for threads in (1, 2):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for n in (1, 3):
+                x = torch.randn(n, 3, 10, 12)
+                with torch.inference_mode():
+                    got, ref = fast(x), model(x)
+                assert got.shape == ref.shape
+                _close(got, ref)
+        finally:
+            torch.set_num_threads(previous)
+
+
+@needs_kernel
+def test_a_chain_head_falls_back_to_pytorch_with_the_layers() -> None:
+    model = _PoolHead("modules").eval()
+    fast = use_direct_convs(model)
+    x = torch.randn(2, 3, 10, 12, dtype=torch.float64)  # the kernel takes float32 only
+    with torch.inference_mode():
+        _close(fast.double()(x).float(), model.double()(x).float())
+
+
+@needs_kernel
+def test_chain_heads_check_their_shapes() -> None:
+    with pytest.raises(ValueError, match="a bias needs a weight"):
+        dk.ChainHead(bias=torch.zeros(3))
+    with pytest.raises(ValueError, match=r"weight \[K, C\] and bias \[K\] expected"):
+        dk.ChainHead(torch.zeros(3, 4), torch.zeros(4))
+    layer = dk.ChainLayer(
+        src=0, res=-1, dst=1, weight=torch.randn(8, 4, 3, 3), bias=None, relu=False
+    )
+    with pytest.raises(ValueError, match="the head's weight takes 6 channels, the value has 8"):
+        dk.prepare_chain(
+            [layer], [(4, 5, 5)], inputs=[0], outputs=[1], heads=[dk.ChainHead(torch.zeros(2, 6))]
+        )
+    with pytest.raises(ValueError, match="a Linear layer needs the flattened pooling"):
+        DirectHead(flatten=False, linear=nn.Linear(8, 2))
 
 
 @needs_kernel

@@ -89,6 +89,49 @@ class DirectConv(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, {k}x{k}, stride={self.stride}, relu={self.relu}"
 
 
+class DirectHead(nn.Module):
+    """Global average pooling, optionally flattened, optionally followed by a Linear layer: a
+    classifier head computed inside a :class:`DirectChain`'s kernel call, per image, while the
+    last feature map is still in cache (on PyTorch when the chain's last layers are not).
+
+    Args:
+        flatten: return ``(N, C)`` (or the Linear's ``(N, K)``), not ``(N, C, 1, 1)``.
+        linear: the Linear layer after the flattened pooling, or ``None``.
+
+    Example:
+        >>> import torch
+        >>> head = DirectHead(flatten=True, linear=torch.nn.Linear(8, 3))
+        >>> head(torch.randn(2, 8, 4, 4)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, *, flatten: bool, linear: nn.Linear | None = None) -> None:
+        super().__init__()
+        if linear is not None and not flatten:
+            raise ValueError("DirectHead: a Linear layer needs the flattened pooling")
+        self.flatten = flatten
+        self.linear = linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.adaptive_avg_pool2d(x, 1)
+        if self.flatten:
+            y = torch.flatten(y, 1)
+        return y if self.linear is None else self.linear(y)
+
+    def kernel_head(self, channels: int) -> direct_kernel.ChainHead | None:
+        """The kernel's version for ``channels`` input channels, or ``None`` if it has none."""
+        lin = self.linear
+        if lin is None:
+            return direct_kernel.ChainHead()
+        if lin.weight.dtype != torch.float32 or lin.in_features != channels:
+            return None  # PyTorch gives the error (or the other dtype's result)
+        return direct_kernel.ChainHead(lin.weight, lin.bias)
+
+    def from_kernel(self, y: torch.Tensor) -> torch.Tensor:
+        """The kernel's ``(N, C)`` / ``(N, K)`` output in this head's shape."""
+        return y if self.flatten else y[:, :, None, None]
+
+
 class DirectChain(nn.Module):
     """Consecutive :class:`DirectConv` layers run by one call of the direct kernel.
 
@@ -100,6 +143,7 @@ class DirectChain(nn.Module):
         wiring: per layer, the value it convolves and the value it adds (or ``None``).
         n_inputs: number of chain inputs.
         outputs: the values to return.
+        head: a :class:`DirectHead` applied to the one output (``None``: the values as they are).
 
     Example:
         >>> import torch
@@ -119,10 +163,14 @@ class DirectChain(nn.Module):
         *,
         n_inputs: int,
         outputs: Sequence[int],
+        head: DirectHead | None = None,
     ) -> None:
         super().__init__()
         if len(layers) != len(wiring) or not layers:
             raise ValueError("DirectChain: give one (src, residual) pair per layer")
+        if head is not None and len(outputs) != 1:
+            raise ValueError("DirectChain: a head applies to a chain with one output")
+        self.head = head
         self.layers = nn.ModuleList(layers)
         self.wiring: list[tuple[int, int | None]] = [(int(s), r) for s, r in wiring]
         self.n_inputs = n_inputs
@@ -132,6 +180,7 @@ class DirectChain(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         values: dict[int, torch.Tensor] = dict(enumerate(inputs))
         convs = self._convs()
+        headed = False  # the kernel computed the head
         for seg in self._plan(inputs):
             if seg.kernel is None:  # PyTorch, layer by layer
                 for i in seg.layers:
@@ -141,6 +190,10 @@ class DirectChain(nn.Module):
             else:
                 outs = seg.kernel.run([values[v] for v in seg.inputs])
                 values.update(zip(seg.outputs, outs, strict=True))
+                headed = headed or seg.headed
+        if self.head is not None:
+            y = values[self.outputs[0]]
+            return (self.head.from_kernel(y) if headed else self.head(y),)
         return tuple(values[v] for v in self.outputs)
 
     def _plan(self, inputs: Sequence[torch.Tensor]) -> list[_Segment]:
@@ -205,6 +258,11 @@ class DirectChain(nn.Module):
             (local[s], None if r is None else local[r]) for s, r in (self.wiring[i] for i in layers)
         ]
         slot = _assign_slots(wiring, len(inputs), [local[v] for v in outputs])
+        # The head runs in the kernel call when its value is the chain's output and no later
+        # layer (on PyTorch) reads it.
+        heads: list[direct_kernel.ChainHead | None] = [None] * len(outputs)
+        if self.head is not None and self.outputs[0] in outputs and self.outputs[0] not in later:
+            heads[outputs.index(self.outputs[0])] = self.head.kernel_head(shape[self.outputs[0]][0])
         convs = self._convs()
         kernel = [
             direct_kernel.ChainLayer(
@@ -223,14 +281,17 @@ class DirectChain(nn.Module):
             [shape[v] for v in inputs],
             inputs=[slot[local[v]] for v in inputs],
             outputs=[slot[local[v]] for v in outputs],
+            heads=heads,
         )
-        return _Segment(layers, kernel=prepared, inputs=inputs, outputs=outputs)
+        headed = any(h is not None for h in heads)
+        return _Segment(layers, kernel=prepared, inputs=inputs, outputs=outputs, headed=headed)
 
     def _convs(self) -> list[DirectConv]:
         return [m for m in self.layers if isinstance(m, DirectConv)]
 
     def extra_repr(self) -> str:
-        return f"layers={len(self.layers)}, inputs={self.n_inputs}, outputs={self.outputs}"
+        head = "" if self.head is None else ", head"
+        return f"layers={len(self.layers)}, inputs={self.n_inputs}, outputs={self.outputs}{head}"
 
 
 @dataclass
@@ -241,6 +302,7 @@ class _Segment:
     kernel: direct_kernel.PreparedChain | None = None
     inputs: list[int] = field(default_factory=list)  # chain values read
     outputs: list[int] = field(default_factory=list)  # chain values written and read later
+    headed: bool = False  # the kernel returns the chain head's output for the chain's output
 
 
 def _assign_slots(
@@ -336,6 +398,7 @@ def use_direct_convs(model: nn.Module) -> nn.Module:
         return _replace_modules(m)
     _fuse(gm)
     _chain(gm)
+    _attach_heads(gm)
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
@@ -450,6 +513,59 @@ def _make_chain(
         prev = item
     for node in reversed(run):
         graph.erase_node(node)
+
+
+def _attach_heads(gm: fx.GraphModule) -> None:
+    """Move ``avgpool(1) [-> flatten(1) [-> Linear]]`` after a one-output chain into the chain."""
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        chain = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(chain, DirectChain) or len(chain.outputs) != 1:
+            continue
+        item = _only_user(node)
+        pool = None if item is None else _only_user(item)
+        if pool is None or not _is_global_pool(pool, modules):
+            continue
+        matched, flatten, linear = [pool], False, None
+        nxt = _only_user(pool)
+        if nxt is not None and _is_flatten(nxt, modules):
+            matched.append(nxt)
+            flatten = True
+            lin = _only_user(nxt)
+            if lin is not None and lin.op == "call_module":
+                mod = modules.get(lin.target)  # type: ignore[arg-type]
+                if type(mod) is nn.Linear and len(lin.args) == 1 and not lin.kwargs:
+                    matched.append(lin)
+                    linear = mod
+        chain.head = DirectHead(flatten=flatten, linear=linear)
+        matched[-1].replace_all_uses_with(item)  # type: ignore[arg-type]
+        for n in reversed(matched):
+            gm.graph.erase_node(n)
+
+
+def _is_global_pool(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    one = (1, (1, 1), [1, 1])
+    if node.op == "call_module":
+        mod = modules.get(node.target)  # type: ignore[arg-type]
+        return type(mod) is nn.AdaptiveAvgPool2d and mod.output_size in one and len(node.args) == 1
+    if node.op == "call_function" and node.target is F.adaptive_avg_pool2d:
+        size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
+        return size in one and len(node.args) + len(node.kwargs) == 2
+    return False
+
+
+def _is_flatten(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        mod = modules.get(node.target)  # type: ignore[arg-type]
+        return type(mod) is nn.Flatten and (mod.start_dim, mod.end_dim) == (1, -1)
+    if (node.op == "call_function" and node.target is torch.flatten) or (
+        node.op == "call_method" and node.target == "flatten"
+    ):
+        given = dict(zip(("start_dim", "end_dim"), node.args[1:], strict=False)) | node.kwargs
+        # torch.flatten / Tensor.flatten start at dimension 0 unless told otherwise
+        dims = (given.get("start_dim", 0), given.get("end_dim", -1))
+        return dims == (1, -1) and set(given) <= {"start_dim", "end_dim"}
+    return False
 
 
 def _only_user(node: fx.Node) -> fx.Node | None:

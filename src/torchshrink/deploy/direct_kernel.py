@@ -375,10 +375,40 @@ static void image_in(Work* wk, int nin, const int* in_io, const float* const* in
   }
 }
 
-static void image_out(const Work* wk, int nout, const int* out_io, float* const* outs, int i) {
+// A head: the channel means of a value (global average pooling), then, when nk > 0,
+// out[k] = hb[k] + sum_c hw[k][c] * mean[c] for k < nk; nk = 0: the means themselves.
+struct Head { int nk; const float* hw; const float* hb; };
+
+static void pool_out(const float* plane0, float* dst, const int* io, const Head* hd) {
+  const int c = io[1], h = io[2], w = io[3];
+  const long ps = plane(h, w);
+  float* means = hd->nk > 0 ? (float*)alloca(sizeof(float) * c) : dst;
+  for (int ch = 0; ch < c; ++ch) {
+    float sum = 0.f;
+    for (int r = 0; r < h; ++r) {
+      const float* row = plane0 + ch * ps + pos(w, r, 0);
+      for (int col = 0; col < w; ++col) sum += row[col];
+    }
+    means[ch] = sum / (float)((long)h * w);
+  }
+  for (int k = 0; k < hd->nk; ++k) {
+    float acc = hd->hb ? hd->hb[k] : 0.f;
+    for (int ch = 0; ch < c; ++ch) acc += hd->hw[(long)k * c + ch] * means[ch];
+    dst[k] = acc;
+  }
+}
+
+// heads: per output, nullptr (copy the planes out) or the head computed from them.
+static void image_out(const Work* wk, int nout, const int* out_io, const Head* const* heads,
+                      float* const* outs, int i) {
   for (int k = 0; k < nout; ++k) {
     const int* io = out_io + 4 * k;
-    copy_out(wk->ws + io[0] * wk->slot_floats, outs[k] + (long)i * io[1] * io[2] * io[3], io);
+    const float* src = wk->ws + io[0] * wk->slot_floats;
+    const Head* hd = heads ? heads[k] : nullptr;
+    if (hd)
+      pool_out(src, outs[k] + (long)i * (hd->nk > 0 ? hd->nk : io[1]), io, hd);
+    else
+      copy_out(src, outs[k] + (long)i * io[1] * io[2] * io[3], io);
   }
 }
 
@@ -406,7 +436,8 @@ void ts_pack_weights(const float* w, int co_n, int ci_n, int taps, float* out) {
 // slots in in_io / out_io (4 ints each: slot, channels, h, w). slot_floats: floats per slot.
 int ts_chain(int n, int nl, const int* desc, const float* const* wts,
              const float* const* biases, int nin, const int* in_io, const float* const* ins,
-             int nout, const int* out_io, float* const* outs, int nslots, long slot_floats,
+             int nout, const int* out_io, float* const* outs, const int* head_k,
+             const float* const* head_w, const float* const* head_b, int nslots, long slot_floats,
              int threads) {
   if (nl <= 0 || nslots <= 0 || threads <= 0) return 1;
   for (int l = 0; l < nl; ++l) {
@@ -417,6 +448,22 @@ int ts_chain(int n, int nl, const int* desc, const float* const* wts,
     // Every value must fit its slot with room for a row's last vector to read past the end.
     if (d[3] * plane(hi, wi) + 32 > slot_floats || d[4] * plane(ho, wo) + 32 > slot_floats)
       return 4;
+  }
+  // head_k (nullable): per output, -1 (the planes), 0 (the channel means) or the number of
+  // rows of the linear layer head_w[k] ([rows][channels]) with bias head_b[k] (nullable).
+  Head head_store[8];
+  const Head* head_ptr[8];
+  const Head* const* heads = nullptr;
+  if (head_k) {
+    if (nout > 8) return 1;
+    for (int k = 0; k < nout; ++k) {
+      head_ptr[k] = nullptr;
+      if (head_k[k] < 0) continue;
+      if (head_k[k] > 0 && (!head_w || !head_w[k])) return 1;
+      head_store[k] = {head_k[k], head_w ? head_w[k] : nullptr, head_b ? head_b[k] : nullptr};
+      head_ptr[k] = &head_store[k];
+    }
+    heads = head_ptr;
   }
   Plan* plans = (Plan*)calloc((size_t)nl, sizeof(Plan));
   if (!plans) return 3;
@@ -443,7 +490,7 @@ int ts_chain(int n, int nl, const int* desc, const float* const* wts,
           layer_tiles(&plans[l], d, wts[l], biases[l], wk->ws, slot_floats, 0,
                       layer_work(&plans[l], d));
         }
-        image_out(wk, nout, out_io, outs, i);
+        image_out(wk, nout, out_io, heads, outs, i);
       }
     }
   } else {
@@ -462,7 +509,7 @@ int ts_chain(int n, int nl, const int* desc, const float* const* wts,
         for (long j = 0; j < work; ++j)
           layer_tiles(&plans[l], d, wts[l], biases[l], wk->ws, slot_floats, j, j + 1);
       }
-      image_out(wk, nout, out_io, outs, i);
+      image_out(wk, nout, out_io, heads, outs, i);
     }
   }
   for (int l = 0; l < nl; ++l) {
@@ -480,7 +527,8 @@ int ts_chain(int n, int nl, const int* desc, const float* const* wts,
 
 def kernel_source() -> str:
     """The complete C++ source of the kernel library."""
-    head = "#include <immintrin.h>\n#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n"
+    head = "#include <alloca.h>\n#include <immintrin.h>\n#include <stdint.h>\n#include <stdlib.h>\n"
+    head += "#include <string.h>\n"
     head += f"#define COB {COB}\n#define TILE_VECTORS {TILE_VECTORS}\n"
     tiles = "\n".join(_tile_source(*t) for t in TILES)
     tiles += "\n" + "\n".join(_tile_source(*t, fast=True) for t in TILES if t[1] == TILE_VECTORS)
@@ -573,7 +621,22 @@ def _load() -> ctypes.CDLL:
             _ERROR = str(exc)
             raise RuntimeError(_ERROR) from exc
         ptr, i32 = ctypes.c_void_p, ctypes.c_int
-        lib.ts_chain.argtypes = [i32, i32, ptr, ptr, ptr, i32, ptr, ptr, i32, ptr, ptr]
+        lib.ts_chain.argtypes = [
+            i32,
+            i32,
+            ptr,
+            ptr,
+            ptr,
+            i32,
+            ptr,
+            ptr,
+            i32,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+        ]
         lib.ts_chain.argtypes += [i32, ctypes.c_long, i32]
         lib.ts_chain.restype = i32
         lib.ts_pack_weights.argtypes = [ptr, i32, i32, i32, ptr]
@@ -642,6 +705,33 @@ class ChainLayer:
 Shape = tuple[int, int, int]  # channels, height, width
 
 
+@dataclass
+class ChainHead:
+    """What the chain returns for an output instead of its planes: the per-channel mean over
+    the height and width (global average pooling, ``(N, C)``), then, with ``weight``
+    (``[K, C]``), the linear layer ``mean @ weight.T + bias`` (``(N, K)``).
+    """
+
+    weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        w, b = self.weight, self.bias
+        if w is not None:
+            w = self.weight = w.detach().to(torch.float32).contiguous()
+            if w.dim() != 2 or (b is not None and tuple(b.shape) != (w.shape[0],)):
+                got = (tuple(w.shape), None if b is None else tuple(b.shape))
+                raise ValueError(f"ChainHead: weight [K, C] and bias [K] expected, got {got}")
+        elif b is not None:
+            raise ValueError("ChainHead: a bias needs a weight")
+        if b is not None:
+            self.bias = b.detach().to(torch.float32).contiguous()
+
+    def output(self, channels: int) -> tuple[int, ...]:
+        """The per-image output shape for ``channels`` input channels."""
+        return (channels,) if self.weight is None else (int(self.weight.shape[0]),)
+
+
 def layer_output(
     src: Shape, in_channels: int, out_channels: int, stride: int, res: Shape | None
 ) -> tuple[Shape, str | None]:
@@ -677,8 +767,9 @@ class PreparedChain:
 
     layers: list[ChainLayer]
     input_shapes: list[Shape]
-    output_shapes: list[Shape]
+    output_shapes: list[tuple[int, ...]]  # per image: (C, H, W), or a head's output
     _args: tuple[object, ...] = field(repr=False)  # the kernel's arguments that never change
+    _heads: list[ChainHead] = field(default_factory=list, repr=False)  # keeps their tensors
 
     def run(self, values: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The output values for a batch of the prepared input shapes.
@@ -700,12 +791,12 @@ class PreparedChain:
         ins = [v.contiguous() for v in values]
         outs = [torch.empty((n, *shape), dtype=torch.float32) for shape in self.output_shapes]
         vp = ctypes.c_void_p
-        desc, wts, biases, in_io, out_io, n_slots, slot_floats = self._args
+        desc, wts, biases, in_io, out_io, head_k, head_w, head_b, n_slots, slot_floats = self._args
         rc = _library().ts_chain(
             n, len(self.layers), desc, wts, biases,
             len(ins), in_io, (vp * len(ins))(*[t.data_ptr() for t in ins]),
             len(outs), out_io, (vp * len(outs))(*[t.data_ptr() for t in outs]),
-            n_slots, slot_floats, torch.get_num_threads(),
+            head_k, head_w, head_b, n_slots, slot_floats, torch.get_num_threads(),
         )  # fmt: skip
         if rc != 0:
             raise RuntimeError(f"run_chain: the kernel failed (code {rc})")
@@ -718,6 +809,7 @@ def prepare_chain(
     *,
     inputs: Sequence[int],
     outputs: Sequence[int],
+    heads: Sequence[ChainHead | None] | None = None,
 ) -> PreparedChain:
     """Check ``layers`` against the inputs' ``(C, H, W)`` and lay out the kernel's arguments.
 
@@ -727,6 +819,8 @@ def prepare_chain(
         inputs: the slot of each input.
         outputs: the slots to return, read at the end of the chain (so no later layer may
             overwrite an output's slot).
+        heads: per output, ``None`` (its planes, ``(N, C, H, W)``) or a :class:`ChainHead`
+            computed from them per image (at most 8 outputs then).
 
     Raises:
         ValueError: a layer the kernel cannot run on these shapes (which one and why).
@@ -751,24 +845,45 @@ def prepare_chain(
         desc += [int(layer.relu), layer.taps, layer.stride, src[1], src[2], out[1], out[2]]
         held[layer.dst] = out
         every.append(out)
-    out_shapes = [held[s] for s in outputs]
+    heads = list(heads) if heads is not None else [None] * len(outputs)
+    if len(heads) != len(outputs) or (any(heads) and len(outputs) > 8):
+        raise ValueError("run_chain: give one head (or None) per output, at most 8 outputs")
+    out_shapes: list[tuple[int, ...]] = []
+    for s, head in zip(outputs, heads, strict=True):
+        c = held[s][0]
+        if head is not None and head.weight is not None and head.weight.shape[1] != c:
+            raise ValueError(
+                f"run_chain: the head's weight takes {int(head.weight.shape[1])} channels, "
+                f"the value has {c}"
+            )
+        out_shapes.append(held[s] if head is None else head.output(c))
     # A slot holds the largest value ever put in it (padded planes, see the C driver), then
     # room for a row's last vector to read past the end; a whole number of 64-byte lines.
     lib = _library()
     slot_floats = -(-(max(c * lib.ts_plane_floats(h, w) for c, h, w in every) + 64) // 16) * 16
     vp, i32 = ctypes.c_void_p, ctypes.c_int
     in_io = [x for s, shape in zip(inputs, input_shapes, strict=True) for x in (s, *shape)]
-    out_io = [x for s, shape in zip(outputs, out_shapes, strict=True) for x in (s, *shape)]
+    out_io = [x for s in outputs for x in (s, *held[s])]
+    head_args: tuple[object, object, object] = (None, None, None)
+    if any(h is not None for h in heads):
+        # -1: the planes; 0: the channel means; K: a linear layer of K rows after them.
+        ks = [-1 if h is None else 0 if h.weight is None else int(h.weight.shape[0]) for h in heads]
+        ws = [0 if h is None or h.weight is None else h.weight.data_ptr() for h in heads]
+        bs = [0 if h is None or h.bias is None else h.bias.data_ptr() for h in heads]
+        n = len(heads)
+        head_args = ((i32 * n)(*ks), (vp * n)(*ws), (vp * n)(*bs))
     args = (
         (i32 * len(desc))(*desc),
         (vp * len(layers))(*[layer.packed.data_ptr() for layer in layers]),
         (vp * len(layers))(*[0 if b is None else b.data_ptr() for b in (x.bias32 for x in layers)]),
         (i32 * len(in_io))(*in_io),
         (i32 * len(out_io))(*out_io),
+        *head_args,
         1 + max([*inputs, *(layer.dst for layer in layers)]),
         slot_floats,
     )
-    return PreparedChain(list(layers), [tuple(x) for x in input_shapes], out_shapes, args)  # type: ignore[misc]
+    shapes = [(int(c), int(h), int(w)) for c, h, w in input_shapes]
+    return PreparedChain(list(layers), shapes, out_shapes, args, [h for h in heads if h])
 
 
 def run_chain(
@@ -777,6 +892,7 @@ def run_chain(
     *,
     inputs: Sequence[int],
     outputs: Sequence[int],
+    heads: Sequence[ChainHead | None] | None = None,
 ) -> list[torch.Tensor]:
     """Run ``layers`` in order on a batch; returns the values of the ``outputs`` slots.
 
@@ -788,6 +904,7 @@ def run_chain(
             ``inputs``.
         inputs: the slot of each input.
         outputs: the slots to return, read at the end of the chain.
+        heads: per output, ``None`` or a :class:`ChainHead` (see :func:`prepare_chain`).
 
     Raises:
         ValueError: inputs the kernel does not take (which layer and why).
@@ -795,4 +912,5 @@ def run_chain(
     """
     shapes = [(int(v.shape[1]), int(v.shape[2]), int(v.shape[3])) if v.dim() == 4 else (0, 0, 0)
               for v in values]  # fmt: skip
-    return prepare_chain(layers, shapes, inputs=inputs, outputs=outputs).run(values)
+    prepared = prepare_chain(layers, shapes, inputs=inputs, outputs=outputs, heads=heads)
+    return prepared.run(values)
