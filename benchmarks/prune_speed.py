@@ -35,11 +35,16 @@ three stages, stride-2 and 1x1 shortcut convs) run as one chain per image in the
 cache. The dense model is offered the same candidate and keeps ONNX Runtime, which runs its
 16- to 64-channel convs near this CPU's FMA peak (about 115 of 116 GMAC/s on 2 cores).
 
-Last run (15 rounds, load 0.9-1.4, shared 2-core AMD Zen 4): dense eager 103.7 ms, dense
-optimised (ORT, batch split) 69.9 ms, pruned optimised (``fold+direct``) 20.2 ms: speedup
-3.46x at 3.99x fewer MACs, efficiency 0.867 (target 0.9; 0.86-0.88 over five runs); 5.13x
-dense eager. Torch-Pruning's model: 2.36x dense eager as its users run it, 3.44x the
-optimised dense model deployed like ours. Before the direct kernel: 2.15x, efficiency 0.54.
+Each timed call of the headline comes after a 50 ms pause and the other contenders (cold:
+threads asleep, caches cold, as an isolated request); a second pass times each call right
+after an untimed one of the same model (``results_steady``) and is reported beside it.
+
+Last run (15 rounds, load 1.2-1.5, shared 2-core AMD Zen 4): dense eager 104.0 ms, dense
+optimised (ORT, batch split) 70.0 ms, pruned optimised (``fold+direct``) 19.1 ms: speedup
+3.67x at 3.99x fewer MACs, efficiency 0.921 (target 0.9; 0.910-0.921 over six runs), 0.93
+in steady state; 5.45x dense eager. Torch-Pruning's model: 2.39x dense eager as its users
+run it, 3.65x the optimised dense model deployed like ours. Before the direct kernel: 2.15x,
+efficiency 0.54.
 
 Usage: ``python benchmarks/prune_speed.py [--rounds 15] [--quick]``; writes
 ``benchmarks/results/prune_speed.json``.

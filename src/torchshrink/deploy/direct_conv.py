@@ -10,7 +10,9 @@
    leaves behind, are dropped first);
 3. consecutive such layers become one :class:`DirectChain`, which runs them image by image in
    one call, the activations in the thread's cache. For a CIFAR ResNet that is every layer
-   but the pooling and the classifier.
+   but the pooling and the classifier;
+4. global average pooling [+ flatten [+ ``nn.Linear``]] right after a chain with one output
+   becomes the chain's :class:`DirectHead`, computed in the same call, per image.
 
 A model that does not trace gets each convolution replaced on its own (a chain of one).
 Anything the kernel does not take (another dtype or device, an odd size at stride 2, an
