@@ -163,6 +163,19 @@ def test_slots_reused_for_another_size_get_clean_borders_on_every_image() -> Non
         torch.set_num_threads(previous)
 
 
+@needs_kernel
+def test_a_workspace_too_large_to_keep_is_allocated_per_call() -> None:
+    # Two slots of 8 planes of 360 x 360 padded: over the 8 MiB a thread keeps between calls.
+    torch.manual_seed(4)
+    w, b = torch.randn(8, 8, 3, 3), torch.randn(8)
+    layer = dk.ChainLayer(src=0, res=0, dst=1, weight=w, bias=b, relu=True)
+    for n in (1, 3):  # one image (layers split across threads) and whole images per thread
+        x = torch.randn(n, 8, 360, 360)
+        for _ in range(2):  # again: nothing kept from the first call is relied on
+            (y,) = dk.run_chain([layer], [x], inputs=[0], outputs=[1])
+            _close(y, torch.relu(torch.conv2d(x, w, b, padding=1) + x))
+
+
 def test_slots_are_reused_after_the_last_read_and_outputs_kept() -> None:
     # x -> a -> b (+a) -> c; a is an output, so its slot is never reused.
     slots = _assign_slots([(0, None), (1, 1), (2, None)], 1, outputs=[1, 3])

@@ -351,15 +351,20 @@ static int work_alloc(Work* wk, int nslots, long slot_floats) {
 
 // Each thread keeps its workspace between calls (OpenMP threads are pooled): no allocation,
 // page faults or clearing per call, and the border state stays valid (it describes the memory).
+// Only up to CACHED_BYTES: a larger one (large images) is allocated into `own` for the call,
+// which the caller frees, so that no thread holds it afterwards.
+#define CACHED_BYTES (8L << 20)
 struct CachedWork {
   Work w = {nullptr, nullptr, 0};
   int nslots = 0;
   ~CachedWork() { work_free(&w); }
 };
 
-static Work* thread_work(int nslots, long slot_floats) {
+static Work* thread_work(int nslots, long slot_floats, Work* own) {
   static thread_local CachedWork cw;
   if (cw.w.ws && cw.nslots == nslots && cw.w.slot_floats == slot_floats) return &cw.w;
+  if ((long)nslots * slot_floats * (long)sizeof(float) > CACHED_BYTES)
+    return work_alloc(own, nslots, slot_floats) ? own : nullptr;
   work_free(&cw.w);
   cw.nslots = 0;
   if (!work_alloc(&cw.w, nslots, slot_floats)) return nullptr;
@@ -475,7 +480,8 @@ int ts_chain(int n, int nl, const int* desc, const float* const* wts,
     // machine that can take milliseconds) finds fewer left instead of delaying a fixed half.
 #pragma omp parallel num_threads(threads)
     {
-      Work* wk = thread_work(nslots, slot_floats);
+      Work own = {nullptr, nullptr, 0};
+      Work* wk = thread_work(nslots, slot_floats, &own);
       if (!wk) {
 #pragma omp atomic write
         err = 3;
@@ -492,10 +498,12 @@ int ts_chain(int n, int nl, const int* desc, const float* const* wts,
         }
         image_out(wk, nout, out_io, heads, outs, i);
       }
+      work_free(&own);
     }
   } else {
     // Fewer images than threads: one image at a time, each layer's tiles split across threads.
-    Work* wk = thread_work(nslots, slot_floats);
+    Work own = {nullptr, nullptr, 0};
+    Work* wk = thread_work(nslots, slot_floats, &own);
     if (!wk) err = 3;
     for (int i = 0; wk && i < n; ++i) {
       image_in(wk, nin, in_io, ins, i);
@@ -511,6 +519,7 @@ int ts_chain(int n, int nl, const int* desc, const float* const* wts,
       }
       image_out(wk, nout, out_io, heads, outs, i);
     }
+    work_free(&own);
   }
   for (int l = 0; l < nl; ++l) {
     free(plans[l].vin);
