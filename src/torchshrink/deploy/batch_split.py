@@ -27,9 +27,11 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -38,6 +40,7 @@ from torch import nn
 # keeps its one-thread OpenMP setting) and modules stay deep-copyable (no pool inside them).
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _LOCK = threading.Lock()
+T = TypeVar("T")
 
 
 class BatchSplit(nn.Module):
@@ -71,21 +74,31 @@ class BatchSplit(nn.Module):
         parts = [a.tensor_split(n) if isinstance(a, torch.Tensor) else [a] * n for a in args]
         grad = torch.is_grad_enabled()
         inference = torch.is_inference_mode_enabled()
-        pool = _pool(n)
-        # The caller runs the first slice itself: one thread fewer to wake per call (on a
-        # virtual machine waking an idle CPU can take milliseconds).
-        futures = [
-            pool.submit(_one_thread, self.inner, [p[i] for p in parts], grad, inference)
-            for i in range(1, n)
+        calls = [
+            functools.partial(_one_thread, self.inner, [p[i] for p in parts], grad, inference)
+            for i in range(n)
         ]
         try:
-            first = _one_thread(self.inner, [p[0] for p in parts], grad, inference)
+            results = run_slices(calls)
         finally:
-            results = [f.result() for f in futures]
             # set_num_threads(1) on a thread also changes process-wide settings (MKL, the
             # default for new threads): give the caller back its own.
             torch.set_num_threads(n)
-        return _concat([first[0]] + [out for out, _ in results])
+        return _concat([out for out, _ in results])
+
+
+def run_slices(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Run ``calls`` concurrently and return their results in order: the first on the calling
+    thread, the others on the shared pool. The caller working too means one thread fewer to
+    wake per call (waking an idle CPU of a virtual machine can take milliseconds).
+    """
+    pool = _pool(len(calls))
+    futures = [pool.submit(c) for c in calls[1:]]
+    try:
+        first = calls[0]()
+    finally:
+        rest = [f.result() for f in futures]
+    return [first, *rest]
 
 
 def _pool(n: int) -> ThreadPoolExecutor:

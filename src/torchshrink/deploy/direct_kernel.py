@@ -630,23 +630,8 @@ def _load() -> ctypes.CDLL:
             _ERROR = str(exc)
             raise RuntimeError(_ERROR) from exc
         ptr, i32 = ctypes.c_void_p, ctypes.c_int
-        lib.ts_chain.argtypes = [
-            i32,
-            i32,
-            ptr,
-            ptr,
-            ptr,
-            i32,
-            ptr,
-            ptr,
-            i32,
-            ptr,
-            ptr,
-            ptr,
-            ptr,
-            ptr,
-        ]
-        lib.ts_chain.argtypes += [i32, ctypes.c_long, i32]
+        lib.ts_chain.argtypes = [i32, i32, ptr, ptr, ptr, i32, ptr, ptr, i32, ptr, ptr]
+        lib.ts_chain.argtypes += [ptr, ptr, ptr, i32, ctypes.c_long, i32]  # heads, slots, threads
         lib.ts_chain.restype = i32
         lib.ts_pack_weights.argtypes = [ptr, i32, i32, i32, ptr]
         lib.ts_plane_floats.argtypes = [i32, i32]
@@ -736,9 +721,14 @@ class ChainHead:
         if b is not None:
             self.bias = b.detach().to(torch.float32).contiguous()
 
+    @property
+    def rows(self) -> int:
+        """The linear layer's outputs, 0 without one (the kernel's code for the means)."""
+        return 0 if self.weight is None else int(self.weight.shape[0])
+
     def output(self, channels: int) -> tuple[int, ...]:
         """The per-image output shape for ``channels`` input channels."""
-        return (channels,) if self.weight is None else (int(self.weight.shape[0]),)
+        return (self.rows or channels,)
 
 
 def layer_output(
@@ -876,7 +866,7 @@ def prepare_chain(
     head_args: tuple[object, object, object] = (None, None, None)
     if any(h is not None for h in heads):
         # -1: the planes; 0: the channel means; K: a linear layer of K rows after them.
-        ks = [-1 if h is None else 0 if h.weight is None else int(h.weight.shape[0]) for h in heads]
+        ks = [-1 if h is None else h.rows for h in heads]
         ws = [0 if h is None or h.weight is None else h.weight.data_ptr() for h in heads]
         bs = [0 if h is None or h.bias is None else h.bias.data_ptr() for h in heads]
         n = len(heads)

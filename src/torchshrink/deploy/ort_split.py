@@ -25,6 +25,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -32,7 +34,7 @@ from torchshrink.core.errors import ConfigError
 from torchshrink.core.forward import Inputs
 from torchshrink.deploy import ort_backends
 from torchshrink.deploy.backends import BuildContext, Built
-from torchshrink.deploy.batch_split import _pool
+from torchshrink.deploy.batch_split import run_slices
 from torchshrink.deploy.ort_session import OrtSession
 
 SUFFIX = "+split"
@@ -56,15 +58,13 @@ class SplitSessions:
             arrays = [np.ascontiguousarray(t.detach().cpu().numpy()) for t in tensors]
             return torch.from_numpy(self.sessions[0].run_numpy(*arrays)[0]).float()
         parts = [t.detach().cpu().tensor_split(k) for t in tensors]  # each (B/k, ...)
-        slices = [[np.ascontiguousarray(p[i].numpy()) for p in parts] for i in range(k)]
-        pool = _pool(k)
-        # The caller runs the first slice itself: one thread fewer to wake per call.
-        futures = [pool.submit(self.sessions[i].run_numpy, *slices[i]) for i in range(1, k)]
-        try:
-            first = self.sessions[0].run_numpy(*slices[0])[0]
-        finally:
-            rest = [f.result()[0] for f in futures]
-        return torch.cat([torch.from_numpy(a) for a in [first, *rest]]).float()
+        calls = [
+            functools.partial(
+                self.sessions[i].run_numpy, *[np.ascontiguousarray(p[i].numpy()) for p in parts]
+            )
+            for i in range(k)
+        ]
+        return torch.cat([torch.from_numpy(out[0]) for out in run_slices(calls)]).float()
 
 
 def build_split(name: str, ctx: BuildContext) -> Built:
